@@ -1,0 +1,49 @@
+# Two commands on a fresh machine: `make serve` (serve the bundled model and its page) and `make test`.
+# Both create .venv and install everything first; both are idempotent.
+PYTHON ?= python3
+VENV := .venv
+BIN := $(VENV)/bin
+STAMP := $(VENV)/.installed
+HOST ?= 127.0.0.1
+PORT ?= 8000
+DATA ?= ../shared/datasets/cifar10-jpeg.tar.gz
+
+.PHONY: install serve test lint format browser bundled-model bench clean
+
+$(STAMP): pyproject.toml
+	$(PYTHON) -m venv $(VENV)
+	$(BIN)/pip install --quiet --upgrade pip
+	$(BIN)/pip install --quiet -e ".[train,dev]"
+	touch $(STAMP)
+
+install: $(STAMP)
+
+serve: $(STAMP)
+	$(BIN)/cifar10 serve --host $(HOST) --port $(PORT)
+
+# Debian's chromium for the browser test (Playwright drives it; it cannot download its own browser here).
+browser:
+	@bash scripts/install-browser.sh
+
+lint: $(STAMP)
+	$(BIN)/ruff check .
+	$(BIN)/ruff format --check .
+
+format: $(STAMP)
+	$(BIN)/ruff format .
+	$(BIN)/ruff check --fix .
+
+test: $(STAMP) browser lint
+	$(BIN)/python -m pytest
+
+# Rebuild the bundled int8 model from the shared archive (about 15 minutes on a 2-core CPU).
+bundled-model: $(STAMP)
+	$(BIN)/python scripts/build_bundled_model.py --data $(DATA)
+
+bench: $(STAMP)
+	$(BIN)/python bench/train_speed.py --data $(DATA)
+	$(BIN)/python bench/inference_speed.py --data $(DATA)
+	$(BIN)/python bench/serve_load.py
+
+clean:
+	rm -rf $(VENV) build dist src/*.egg-info .pytest_cache .ruff_cache

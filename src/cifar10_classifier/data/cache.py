@@ -1,0 +1,64 @@
+"""Decoded datasets cached once as .npy arrays, keyed by the source's checksum, loaded memory-mapped."""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import tempfile
+from pathlib import Path
+
+import numpy as np
+from platformdirs import user_cache_dir
+
+from cifar10_classifier.data.dataset import Split
+
+CACHE_FORMAT_VERSION = 1
+ARRAY_NAMES = ("train_images", "train_labels", "test_images", "test_labels")
+
+
+def default_cache_dir() -> Path:
+    """$CIFAR10_CACHE, else the user's cache folder."""
+    return Path(os.environ.get("CIFAR10_CACHE") or user_cache_dir("cifar10-classifier"))
+
+
+def entry_dir(cache_dir: Path, checksum: str) -> Path:
+    return cache_dir / f"v{CACHE_FORMAT_VERSION}-{checksum[:32]}"
+
+
+def read_cached(cache_dir: Path, checksum: str) -> tuple[Split, Split, dict] | None:
+    """The cached splits (memory-mapped), or None when there is no complete entry."""
+    folder = entry_dir(cache_dir, checksum)
+    meta_path = folder / "meta.json"
+    if not meta_path.is_file():
+        return None
+    try:
+        meta = json.loads(meta_path.read_text())
+        arrays = {name: np.load(folder / f"{name}.npy", mmap_mode="r") for name in ARRAY_NAMES}
+    except (OSError, ValueError):
+        return None  # a damaged entry is rebuilt, not trusted
+    if meta.get("checksum") != checksum:
+        return None
+    return (
+        Split(arrays["train_images"], arrays["train_labels"]),
+        Split(arrays["test_images"], arrays["test_labels"]),
+        meta,
+    )
+
+
+def write_cached(cache_dir: Path, checksum: str, splits: dict, meta: dict) -> None:
+    """Write a whole entry into a temporary folder, then rename it into place: never half an entry."""
+    cache_dir.mkdir(parents=True, exist_ok=True)
+    final = entry_dir(cache_dir, checksum)
+    temp = Path(tempfile.mkdtemp(prefix=".building-", dir=cache_dir))
+    try:
+        for split_name, (images, labels) in splits.items():
+            np.save(temp / f"{split_name}_images.npy", np.ascontiguousarray(images, dtype=np.uint8))
+            np.save(temp / f"{split_name}_labels.npy", np.asarray(labels, dtype=np.int64))
+        (temp / "meta.json").write_text(json.dumps({**meta, "checksum": checksum}, indent=1))
+        if final.exists():
+            shutil.rmtree(final)
+        os.replace(temp, final)
+    finally:
+        if temp.exists():
+            shutil.rmtree(temp, ignore_errors=True)

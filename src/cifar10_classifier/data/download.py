@@ -1,0 +1,42 @@
+"""Download the official archive into the cache and verify its published MD5 before anything uses it."""
+
+from __future__ import annotations
+
+import hashlib
+import sys
+import urllib.request
+from pathlib import Path
+
+from cifar10_classifier.atomic import atomic_path
+from cifar10_classifier.data.checksum import file_digest
+from cifar10_classifier.data.errors import DataError
+
+
+def download(url: str, target: Path, expected_md5: str, *, show_progress: bool = True) -> Path:
+    """Fetch `url` to `target` (via a temporary file) and check its MD5; a mismatch keeps nothing."""
+    if target.exists():
+        if file_digest(target, "md5") == expected_md5:
+            return target
+        target.unlink()  # a damaged earlier download: fetch it again
+    try:
+        with atomic_path(target) as temp_path:
+            digest = hashlib.md5()
+            with urllib.request.urlopen(url, timeout=60) as response, open(temp_path, "wb") as out:
+                total = int(response.headers.get("Content-Length") or 0)
+                done = 0
+                while chunk := response.read(1 << 20):
+                    out.write(chunk)
+                    digest.update(chunk)
+                    done += len(chunk)
+                    if show_progress and total and sys.stderr.isatty():
+                        print(f"\rdownloading {url}: {done / total:5.1%}", end="", file=sys.stderr)
+            if show_progress and total and sys.stderr.isatty():
+                print(file=sys.stderr)
+            if digest.hexdigest() != expected_md5:
+                raise DataError(
+                    f"{url}: MD5 {digest.hexdigest()} does not match the published {expected_md5}; "
+                    "the download is damaged or not the official file (nothing was kept), try again"
+                )
+    except OSError as error:
+        raise DataError(f"{url}: download failed ({error}); check the network or pass a local path") from error
+    return target

@@ -1,0 +1,155 @@
+"""A Predictor over an exported ONNX model, with ONNX Runtime. No torch: this is the serving path.
+
+The model takes float32 (N, 3, 32, 32) normalised images and returns logits (N, 10). Its card (classes,
+normalisation, resize filter, accuracy) is read from the ONNX metadata, or from the JSON file beside it.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+from dataclasses import dataclass, field
+from importlib import resources
+from pathlib import Path
+
+import numpy as np
+
+from cifar10_classifier import CLASSES
+from cifar10_classifier.preprocess import (
+    MEAN_RGB,
+    RESIZE_FILTER,
+    STD_RGB,
+    DecodeOptions,
+    decode_image,
+    normalize,
+)
+
+CARD_METADATA_KEY = "cifar10_card"
+BUNDLED_MODEL_NAME = "model-int8.onnx"
+
+
+class ModelLoadError(Exception):
+    """The model file is missing or unusable; the message says what to do."""
+
+
+def bundled_model_path() -> Path:
+    """The int8 model shipped inside the package (see `make bundled-model`)."""
+    return Path(str(resources.files("cifar10_classifier") / "bundled" / BUNDLED_MODEL_NAME))
+
+
+def card_path_for(model_path: Path) -> Path:
+    return model_path.with_suffix(".json")
+
+
+@dataclass(frozen=True)
+class Prediction:
+    class_name: str
+    class_index: int
+    probability: float
+    top_k: list[tuple[str, float]] = field(default_factory=list)
+
+    def to_dict(self) -> dict:
+        return {
+            "class": self.class_name,
+            "class_index": self.class_index,
+            "probability": self.probability,
+            "top_k": [{"class": name, "probability": p} for name, p in self.top_k],
+        }
+
+
+def softmax(logits: np.ndarray) -> np.ndarray:
+    shifted = logits - logits.max(axis=1, keepdims=True)
+    exp = np.exp(shifted)
+    return exp / exp.sum(axis=1, keepdims=True)
+
+
+def top_k_of(probabilities: np.ndarray, classes: tuple[str, ...], k: int) -> Prediction:
+    """One row of probabilities -> a Prediction with the k most likely classes."""
+    k = max(1, min(int(k), len(classes)))
+    order = np.argsort(-probabilities, kind="stable")[:k]
+    best = int(order[0])
+    return Prediction(
+        class_name=classes[best],
+        class_index=best,
+        probability=float(probabilities[best]),
+        top_k=[(classes[int(i)], float(probabilities[int(i)])) for i in order],
+    )
+
+
+def default_threads(workers: int = 1) -> int:
+    """Share the cores between server workers instead of letting each grab all of them."""
+    cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else (os.cpu_count() or 1)
+    return max(1, cores // max(1, workers))
+
+
+class Predictor:
+    """Load once, predict many times. Thread-safe: ONNX Runtime sessions allow concurrent `run` calls."""
+
+    def __init__(self, model_path: str | Path | None = None, *, threads: int | None = None, spin: bool = True) -> None:
+        import onnxruntime as ort
+
+        self.model_path = Path(model_path) if model_path else bundled_model_path()
+        if not self.model_path.is_file():
+            hint = (
+                "no model is bundled yet: run `make bundled-model` or pass --model PATH"
+                if model_path is None
+                else "check the path, or export one with `cifar10 export RUN`"
+            )
+            raise ModelLoadError(f"{self.model_path}: model file not found; {hint}")
+        options = ort.SessionOptions()
+        options.intra_op_num_threads = threads or default_threads()
+        options.inter_op_num_threads = 1
+        options.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
+        if not spin:
+            # Busy-waiting threads steal the cores a server needs for decoding and HTTP.
+            options.add_session_config_entry("session.intra_op.allow_spinning", "0")
+        try:
+            self.session = ort.InferenceSession(str(self.model_path), options, providers=["CPUExecutionProvider"])
+        except Exception as error:
+            raise ModelLoadError(f"{self.model_path}: not a loadable ONNX model ({error}); re-export it") from error
+        self.input_name = self.session.get_inputs()[0].name
+        self.card = self._read_card()
+        self.classes: tuple[str, ...] = tuple(self.card.get("classes", CLASSES))
+        normalisation = self.card.get("input", {})
+        self.mean = tuple(normalisation.get("mean", MEAN_RGB))
+        self.std = tuple(normalisation.get("std", STD_RGB))
+        self.decode_options = DecodeOptions(resize_filter=normalisation.get("resize_filter", RESIZE_FILTER))
+
+    def _read_card(self) -> dict:
+        metadata = self.session.get_modelmeta().custom_metadata_map
+        if CARD_METADATA_KEY in metadata:
+            return json.loads(metadata[CARD_METADATA_KEY])
+        beside = card_path_for(self.model_path)
+        if beside.is_file():
+            return json.loads(beside.read_text())
+        return {"name": self.model_path.stem, "version": "unknown", "classes": list(CLASSES)}
+
+    @property
+    def name(self) -> str:
+        return str(self.card.get("name", self.model_path.stem))
+
+    @property
+    def version(self) -> str:
+        return str(self.card.get("version", "unknown"))
+
+    def logits(self, inputs_float32: np.ndarray) -> np.ndarray:
+        """float32 (N, 3, 32, 32) normalised -> logits (N, 10)."""
+        return self.session.run(None, {self.input_name: np.ascontiguousarray(inputs_float32, np.float32)})[0]
+
+    def probabilities(self, inputs_float32: np.ndarray) -> np.ndarray:
+        return softmax(self.logits(inputs_float32))
+
+    def normalize(self, images_uint8: np.ndarray) -> np.ndarray:
+        return normalize(images_uint8, self.mean, self.std)
+
+    def predict_images(self, images_uint8: np.ndarray) -> np.ndarray:
+        """uint8 (N, 32, 32, 3) -> probabilities (N, 10)."""
+        return self.probabilities(self.normalize(images_uint8))
+
+    def decode(self, data: bytes) -> np.ndarray:
+        """Image bytes -> uint8 (32, 32, 3), with the model's own decode options."""
+        return decode_image(data, self.decode_options)
+
+    def predict_bytes(self, data: bytes, top_k: int = 3) -> Prediction:
+        probabilities = self.predict_images(self.decode(data)[None])[0]
+        return top_k_of(probabilities, self.classes, top_k)
