@@ -1,0 +1,111 @@
+"""`POST /predict` (one image) and `POST /predict/batch` (several, one result or error each, in order)."""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from typing import Annotated
+
+from fastapi import APIRouter, Query, Request
+from starlette.responses import Response
+
+from cifar10_classifier.inference import top_k_of
+from cifar10_classifier.serve.context import ServerContext
+from cifar10_classifier.serve.errors import ApiError, JSONBytesResponse
+from cifar10_classifier.serve.model import ItemResult, PredictorLike
+from cifar10_classifier.serve.schemas import BatchResponse, PredictionResponse, error_responses
+from cifar10_classifier.serve.uploads import read_files
+
+router = APIRouter(tags=["predict"])
+
+TopK = Annotated[int | None, Query(ge=1, le=10, description="how many classes to return (default 3)")]
+_UPLOAD_ERRORS = error_responses(400, 413, 415, 422, 429, 503, 504)
+
+
+def _multipart_body(field: str, many: bool) -> dict:
+    file_schema = {"type": "string", "format": "binary"}
+    schema = {"type": "array", "items": file_schema, "minItems": 1} if many else file_schema
+    return {
+        "requestBody": {
+            "required": True,
+            "content": {
+                "multipart/form-data": {
+                    "schema": {"type": "object", "required": [field], "properties": {field: schema}},
+                }
+            },
+        }
+    }
+
+
+def _ms(seconds: float) -> float:
+    return round(seconds * 1000.0, 3)
+
+
+def _prediction(result: ItemResult, predictor: PredictorLike, top_k: int) -> dict:
+    body = top_k_of(result.probabilities[0], predictor.classes, top_k).to_dict()
+    body["timing_ms"] = {"decode": _ms(result.decode_s), "inference": _ms(result.inference_s)}
+    return body
+
+
+def _empty_file() -> ApiError:
+    return ApiError(422, "empty_file", "the uploaded file is empty")
+
+
+@router.post(
+    "/predict",
+    summary="Classify one image",
+    description='One image as multipart/form-data field "file": PNG, JPEG, GIF, WebP, BMP, TIFF... any size '
+    "within the limits. It is decoded, resized to 32x32 and normalised exactly as in training.",
+    response_class=JSONBytesResponse,
+    responses={200: {"model": PredictionResponse}, **_UPLOAD_ERRORS},
+    openapi_extra=_multipart_body("file", many=False),
+)
+async def predict(request: Request, top_k: TopK = None) -> Response:
+    started = time.perf_counter()
+    context: ServerContext = request.app.state.context
+    predictor = context.require_ready()
+    settings = context.settings
+    parts = await read_files(request, ("file",), settings.max_upload_bytes, settings.max_files_per_request)
+    if not parts[0].data:
+        raise _empty_file()
+    result = await context.infer(parts[0].data)
+    body = _prediction(result, predictor, top_k or settings.default_top_k)
+    body["model"] = {"name": predictor.name, "version": predictor.version}
+    body["timing_ms"]["total"] = _ms(time.perf_counter() - started)
+    return JSONBytesResponse(body)
+
+
+@router.post(
+    "/predict/batch",
+    summary="Classify several images",
+    description='Several images as repeated multipart/form-data fields "files" (or "file"). One entry per file, in '
+    "order: a prediction, or an error for that file alone.",
+    response_class=JSONBytesResponse,
+    responses={200: {"model": BatchResponse}, **_UPLOAD_ERRORS},
+    openapi_extra=_multipart_body("files", many=True),
+)
+async def predict_batch(request: Request, top_k: TopK = None) -> Response:
+    started = time.perf_counter()
+    context: ServerContext = request.app.state.context
+    predictor = context.require_ready()
+    settings = context.settings
+    parts = await read_files(request, ("files", "file"), settings.max_upload_bytes, settings.max_files_per_request)
+    k = top_k or settings.default_top_k
+
+    async def one(data: bytes) -> dict:
+        try:
+            if not data:
+                raise _empty_file()
+            return _prediction(await context.infer(data), predictor, k)
+        except ApiError as error:
+            return error.body()
+
+    # Every file goes to the micro-batcher at once, so they share ONNX Runtime calls with each other.
+    results = await asyncio.gather(*(one(part.data) for part in parts))
+    return JSONBytesResponse(
+        {
+            "results": results,
+            "model": {"name": predictor.name, "version": predictor.version},
+            "timing_ms": {"total": _ms(time.perf_counter() - started)},
+        }
+    )

@@ -1,0 +1,49 @@
+"""The server's settings: one object, read from `CIFAR10_*` environment variables and the `serve` command line.
+
+The defaults were chosen by measurement on the 2-core machine the project targets (see bench/serve_load.py).
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from pydantic import Field
+from pydantic_settings import BaseSettings, SettingsConfigDict
+
+from cifar10_classifier.preprocess import DEFAULT_MAX_PIXELS
+
+
+class Settings(BaseSettings):
+    model_config = SettingsConfigDict(env_prefix="CIFAR10_", extra="ignore", protected_namespaces=())
+
+    # Where: the bundled int8 model unless a path is given.
+    model: Path | None = Field(None, description="ONNX model file; default: the bundled int8 model")
+    host: str = "127.0.0.1"
+    port: int = Field(8000, ge=0, le=65535)
+    # Two workers on two cores: one process per core; each worker's ONNX Runtime gets cores // workers threads.
+    workers: int = Field(1, ge=1)
+    threads: int | None = Field(None, ge=1, description="ONNX Runtime threads per worker; default cores // workers")
+    # Spinning inference threads would steal the cores the event loop and the decoder need.
+    spin: bool = False
+
+    # Micro-batching: a batch leaves when it is full, when max_wait_ms has passed since its first request, or at
+    # once when the model is idle and nothing else is queued. Measured: larger waits add latency and no req/s.
+    max_batch_size: int = Field(32, ge=1, le=1024)
+    max_wait_ms: float = Field(1.0, ge=0.0, le=1000.0)
+
+    # Admission: past this many requests in flight (per worker) the server answers 429 at once.
+    max_in_flight: int = Field(256, ge=1)
+    retry_after_s: int = Field(1, ge=0)
+    request_timeout_s: float = Field(15.0, gt=0.0)
+    shutdown_timeout_s: float = Field(10.0, ge=0.0)
+
+    # Input limits: the whole request body, the decoded canvas, the files in one batch, the tensors in one v2 call.
+    max_upload_bytes: int = Field(10 * 1024 * 1024, ge=1024)
+    max_pixels: int = Field(DEFAULT_MAX_PIXELS, ge=1)
+    max_files_per_request: int = Field(64, ge=1)
+    max_tensor_batch: int = Field(256, ge=1)
+    default_top_k: int = Field(3, ge=1, le=10)
+
+    # Warm-up runs before /readyz turns 200, so the first real request does not pay ONNX Runtime's allocations.
+    warmup_runs: int = Field(3, ge=0)
+    log_level: str = "info"
