@@ -1,5 +1,5 @@
 // The page's behaviour: pick an image (drop, browse or paste), POST it to /predict, draw the answer.
-// Everything the server or the user supplies is put on the page with textContent, never innerHTML:
+// Everything the server or the user supplies is put on the page with textContent, never parsed as HTML:
 // a file called "<img onerror=...>.png" is shown as text.
 "use strict";
 
