@@ -26,6 +26,8 @@ from cifar10_classifier.data.official import (
 )
 from cifar10_classifier.data.split import stratified_split
 
+_CACHE_HINT = "check permissions and free space, or point $CIFAR10_CACHE / --cache-dir at a writable folder"
+
 __all__ = ["DataError", "Dataset", "Split", "download_official", "load_dataset", "stratified_split"]
 
 
@@ -65,7 +67,10 @@ def load_dataset(
     path = Path(source).expanduser()
     if not path.exists():
         raise DataError(f"{path}: no such file or folder; pass the dataset's path or use --download")
-    checksum = memoised_digest(path, cache_dir)
+    try:
+        checksum = memoised_digest(path, cache_dir)
+    except OSError as error:
+        raise DataError(f"{error.filename or path}: cannot read or cache ({error.strerror}); {_CACHE_HINT}") from error
     # Skipping bad images changes the decoded content, so it is its own cache entry.
     cache_key = hashlib.sha256(f"{checksum}:skip-bad".encode()).hexdigest() if skip_bad_images else checksum
     cached = read_cached(cache_dir, cache_key)
@@ -80,7 +85,10 @@ def load_dataset(
         "skipped_images": skipped,
         "decode_seconds": round(time.perf_counter() - started, 3),
     }
-    write_cached(cache_dir, cache_key, splits, meta)
+    try:
+        write_cached(cache_dir, cache_key, splits, meta)
+    except OSError as error:
+        raise DataError(f"{cache_dir}: cannot write the dataset cache ({error.strerror}); {_CACHE_HINT}") from error
     cached = read_cached(cache_dir, cache_key)
     assert cached is not None
     train, test, _ = cached

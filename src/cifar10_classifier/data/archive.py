@@ -2,9 +2,26 @@
 
 from __future__ import annotations
 
+import lzma
+import tarfile
+import zipfile
+import zlib
 from pathlib import Path, PurePosixPath
 
 from cifar10_classifier.data.errors import DataError
+
+# What a damaged archive can raise while it is read: gzip raises EOFError when truncated and zlib.error (not an
+# OSError) when a byte in the middle is flipped; zip raises RuntimeError (NotImplementedError is one) for
+# encrypted or unsupported members.
+ARCHIVE_ERRORS = (
+    tarfile.TarError,
+    zipfile.BadZipFile,
+    EOFError,
+    OSError,
+    zlib.error,
+    lzma.LZMAError,
+    RuntimeError,
+)
 
 
 def check_member_safe(archive: Path, name: str, *, is_link: bool = False, is_special: bool = False) -> None:
@@ -18,3 +35,34 @@ def check_member_safe(archive: Path, name: str, *, is_link: bool = False, is_spe
         raise DataError(f"{archive}: member {name!r} is a link; refusing to read this archive")
     if is_special:
         raise DataError(f"{archive}: member {name!r} is a device or pipe; refusing to read this archive")
+
+
+def check_tar_member_safe(archive: Path, member: tarfile.TarInfo) -> None:
+    check_member_safe(
+        archive,
+        member.name,
+        is_link=member.issym() or member.islnk(),
+        is_special=not (member.isfile() or member.isdir()),
+    )
+
+
+def read_to_end(archive: tarfile.TarFile) -> None:
+    """Read a compressed tar to its last byte, so the compressor's own check (gzip's CRC-32) runs.
+
+    tarfile stops at the end-of-archive marker and never reaches gzip's trailer: without this, bytes damaged
+    inside a stored deflate block (random pixels compress to stored blocks) would load as wrong pixels.
+    """
+    assert archive.fileobj is not None
+    while archive.fileobj.read(1 << 20):
+        pass
+
+
+_COMPRESSION_MAGIC = {b"\x1f\x8b": "gz", b"BZh": "bz2", b"\xfd7zXZ\x00": "xz"}
+
+
+def open_tar(path: Path) -> tarfile.TarFile:
+    """Open a tar, compressed or not, by its magic bytes: the error then names the one format it is in."""
+    with open(path, "rb") as handle:
+        head = handle.read(6)
+    compression = next((name for magic, name in _COMPRESSION_MAGIC.items() if head.startswith(magic)), "")
+    return tarfile.open(path, f"r:{compression}")

@@ -56,9 +56,14 @@ def write_cached(cache_dir: Path, checksum: str, splits: dict, meta: dict) -> No
             np.save(temp / f"{split_name}_images.npy", np.ascontiguousarray(images, dtype=np.uint8))
             np.save(temp / f"{split_name}_labels.npy", np.asarray(labels, dtype=np.int64))
         (temp / "meta.json").write_text(json.dumps({**meta, "checksum": checksum}, indent=1))
-        if final.exists():
-            shutil.rmtree(final)
-        os.replace(temp, final)
+        try:
+            os.replace(temp, final)
+        except OSError:
+            # `final` exists: another process finished the same entry first (keep it), or a damaged entry
+            # is in the way (replace it; readers holding its files memory-mapped keep their copies).
+            if read_cached(cache_dir, checksum) is None:
+                shutil.rmtree(final, ignore_errors=True)
+                os.replace(temp, final)
     finally:
         if temp.exists():
             shutil.rmtree(temp, ignore_errors=True)

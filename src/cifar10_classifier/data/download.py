@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import hashlib
+import http.client
 import sys
 import urllib.request
 from pathlib import Path
@@ -32,11 +33,19 @@ def download(url: str, target: Path, expected_md5: str, *, show_progress: bool =
                         print(f"\rdownloading {url}: {done / total:5.1%}", end="", file=sys.stderr)
             if show_progress and total and sys.stderr.isatty():
                 print(file=sys.stderr)
+            if total and done != total:
+                # http.client returns a short body without raising when the server hangs up early.
+                raise DataError(
+                    f"{url}: download cut short after {done:,} of {total:,} bytes (nothing was kept); try again"
+                )
             if digest.hexdigest() != expected_md5:
                 raise DataError(
                     f"{url}: MD5 {digest.hexdigest()} does not match the published {expected_md5}; "
                     "the download is damaged or not the official file (nothing was kept), try again"
                 )
-    except OSError as error:
+    except (OSError, http.client.HTTPException) as error:
+        # URLError and HTTPError are OSErrors; a connection cut mid-body raises http.client.IncompleteRead.
         raise DataError(f"{url}: download failed ({error}); check the network or pass a local path") from error
+    except ValueError as error:
+        raise DataError(f"{url}: not a URL we can fetch ({error}); use an http(s):// or file:// address") from error
     return target

@@ -3,3 +3,7 @@
 
 class DataError(Exception):
     """A data source is missing, damaged or malformed. The message names the file and what to do."""
+
+    def __init__(self, message: str):
+        # Library messages embedded in ours can span lines (tarfile lists every method it tried): keep one line.
+        super().__init__(" ".join(str(message).split()))

@@ -6,7 +6,6 @@ shared preprocessing's decoder, so tiles that are not 32x32 are resized exactly 
 
 from __future__ import annotations
 
-import tarfile
 import zipfile
 from collections.abc import Callable, Iterator
 from pathlib import Path, PurePosixPath
@@ -14,7 +13,13 @@ from pathlib import Path, PurePosixPath
 import numpy as np
 
 from cifar10_classifier import CLASSES
-from cifar10_classifier.data.archive import check_member_safe
+from cifar10_classifier.data.archive import (
+    ARCHIVE_ERRORS,
+    check_member_safe,
+    check_tar_member_safe,
+    open_tar,
+    read_to_end,
+)
 from cifar10_classifier.data.errors import DataError
 from cifar10_classifier.preprocess import ImageDecodeError, decode_image
 
@@ -32,20 +37,16 @@ def _folder_entries(root: Path) -> Iterator[Entry]:
 
 
 def _tar_entries(path: Path) -> Iterator[Entry]:
-    with tarfile.open(path, "r:*") as archive:
+    with open_tar(path) as archive:
         # Streaming order: a .tar.gz is read once, front to back.
         for member in archive:
-            check_member_safe(
-                path,
-                member.name,
-                is_link=member.issym() or member.islnk(),
-                is_special=not (member.isfile() or member.isdir()),
-            )
+            check_tar_member_safe(path, member)
             if member.isfile():
                 handle = archive.extractfile(member)
                 assert handle is not None
                 data = handle.read()
                 yield member.name, lambda data=data: data
+        read_to_end(archive)
 
 
 def _zip_entries(path: Path) -> Iterator[Entry]:
@@ -55,16 +56,19 @@ def _zip_entries(path: Path) -> Iterator[Entry]:
             is_link = (info.external_attr >> 16) & 0o170000 == 0o120000
             check_member_safe(path, info.filename, is_link=is_link)
             if not info.is_dir():
-                yield info.filename, lambda info=info: archive.read(info)
+                # Some Windows tools write 'train\\cat\\0.png' although the zip format says '/'.
+                yield info.filename.replace("\\", "/"), lambda info=info: archive.read(info)
 
 
-def _classify(name: str) -> tuple[str, str] | None:
+def _classify(source: Path, name: str) -> tuple[str, str] | None:
     """'[wrapper/]split/class/file.ext' -> (split, class), or None for files that are not images."""
     parts = PurePosixPath(name).parts
     if not name.lower().endswith(IMAGE_EXTENSIONS) or any(part.startswith(".") for part in parts):
         return None
     if len(parts) < 3:
-        raise DataError(f"{name}: image outside <split>/<class>/; lay the folder out as <root>/<split>/<class>/")
+        raise DataError(
+            f"{source}: image {name} is outside <split>/<class>/; lay the folder out as <root>/<split>/<class>/"
+        )
     return parts[-3], parts[-2]
 
 
@@ -82,7 +86,7 @@ def load_image_folder(source: Path, *, skip_bad_images: bool = False) -> tuple[d
     skipped: list[str] = []
     try:
         for name, read in entries:
-            where = _classify(name)
+            where = _classify(source, name)
             if where is None:
                 continue
             split, class_name = where
@@ -102,7 +106,9 @@ def load_image_folder(source: Path, *, skip_bad_images: bool = False) -> tuple[d
                 raise DataError(f"{source}: bad image {name}: {error}; remove it or pass --skip-bad-images") from error
             images[split].append(image)
             labels[split].append(CLASSES.index(class_name))
-    except (tarfile.TarError, zipfile.BadZipFile, EOFError, OSError) as error:
+    except ARCHIVE_ERRORS as error:
+        if source.is_dir():
+            raise DataError(f"{source}: cannot read the image folder ({error}); check its permissions") from error
         raise DataError(f"{source}: truncated or corrupt archive ({error}); rebuild or re-download it") from error
 
     result = {}

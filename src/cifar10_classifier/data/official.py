@@ -6,14 +6,15 @@ and numpy's array reconstruction, so a tampered file cannot run code whether or 
 
 from __future__ import annotations
 
+import codecs
 import io
 import pickle
-import tarfile
+from collections.abc import Callable
 from pathlib import Path
 
 import numpy as np
 
-from cifar10_classifier.data.archive import check_member_safe
+from cifar10_classifier.data.archive import ARCHIVE_ERRORS, check_tar_member_safe, open_tar, read_to_end
 from cifar10_classifier.data.errors import DataError
 
 OFFICIAL_URL = "https://www.cs.toronto.edu/~kriz/cifar-10-python.tar.gz"
@@ -21,23 +22,27 @@ OFFICIAL_MD5 = "c58f30108f718f92721af3b95e74349a"
 OFFICIAL_FILENAME = "cifar-10-python.tar.gz"
 TRAIN_BATCHES = tuple(f"data_batch_{i}" for i in range(1, 6))
 TEST_BATCH = "test_batch"
+_OFFICIAL_MEMBERS_SCANNED = 64
 
-# The only globals an official batch needs: numpy's array reconstruction (old and new module paths) and the
-# codec helper Python 3 uses to pickle bytes at protocol 2.
+# The only globals an official batch needs: numpy's array reconstruction (Python 2's `numpy.core` path in the
+# official files, `numpy._core` when numpy 2 pickles) and the codec helper Python 3 uses to pickle bytes at
+# protocol 2. They resolve to the objects below, never through an import the file chooses.
+_RECONSTRUCT = np.ndarray.__reduce__(np.zeros(0))[0]
 _ALLOWED_GLOBALS = {
-    ("numpy.core.multiarray", "_reconstruct"),
-    ("numpy._core.multiarray", "_reconstruct"),
-    ("numpy", "ndarray"),
-    ("numpy", "dtype"),
-    ("_codecs", "encode"),
+    ("numpy.core.multiarray", "_reconstruct"): _RECONSTRUCT,
+    ("numpy._core.multiarray", "_reconstruct"): _RECONSTRUCT,
+    ("numpy", "ndarray"): np.ndarray,
+    ("numpy", "dtype"): np.dtype,
+    ("_codecs", "encode"): codecs.encode,
 }
 
 
 class _RestrictedUnpickler(pickle.Unpickler):
     def find_class(self, module: str, name: str):
-        if (module, name) not in _ALLOWED_GLOBALS:
-            raise pickle.UnpicklingError(f"forbidden global {module}.{name} in a CIFAR-10 batch")
-        return super().find_class(module, name)
+        try:
+            return _ALLOWED_GLOBALS[(module, name)]
+        except KeyError:
+            raise pickle.UnpicklingError(f"forbidden global {module}.{name} in a CIFAR-10 batch") from None
 
 
 def _load_batch(data: bytes, name: str) -> tuple[np.ndarray, np.ndarray]:
@@ -51,22 +56,32 @@ def _load_batch(data: bytes, name: str) -> tuple[np.ndarray, np.ndarray]:
     batch = {key.decode() if isinstance(key, bytes) else key: value for key, value in batch.items()}
     if "data" not in batch or "labels" not in batch:
         raise DataError(f"{name}: batch lacks 'data' or 'labels'; re-download the dataset")
-    pixels = np.asarray(batch["data"])
-    labels = np.asarray(batch["labels"], dtype=np.int64)
-    if pixels.dtype != np.uint8 or pixels.ndim != 2 or pixels.shape[1] != 3072 or len(labels) != len(pixels):
-        raise DataError(f"{name}: unexpected array shapes {pixels.shape}/{labels.shape}; re-download the dataset")
+    try:
+        pixels = np.asarray(batch["data"])
+        labels = np.asarray(batch["labels"])
+        if labels.size == 0:
+            labels = labels.astype(np.int64)  # np.asarray([]) is float64
+    except (TypeError, ValueError) as error:
+        raise DataError(f"{name}: malformed 'data' or 'labels' ({error}); re-download the dataset") from error
+    if pixels.dtype != np.uint8 or pixels.ndim != 2 or pixels.shape[1] != 3072:
+        raise DataError(f"{name}: 'data' is {pixels.dtype} {pixels.shape}, not uint8 (N, 3072); re-download it")
+    if labels.shape != (len(pixels),) or not np.issubdtype(labels.dtype, np.integer):
+        raise DataError(f"{name}: 'labels' is not {len(pixels)} integers; re-download the dataset")
     if labels.size and (labels.min() < 0 or labels.max() > 9):
         raise DataError(f"{name}: labels outside 0..9; re-download the dataset")
     # The official layout is (N, 3072) = (N, channel, row, column), channel-major.
-    images = pixels.reshape(-1, 3, 32, 32).transpose(0, 2, 3, 1)
-    return np.ascontiguousarray(images), labels
+    images = pixels.reshape(-1, 3, 32, 32).transpose(0, 2, 3, 1)  # (N, 32, 32, 3)
+    return np.ascontiguousarray(images), labels.astype(np.int64)
 
 
-def _assemble(read_member) -> dict[str, tuple[np.ndarray, np.ndarray]]:
-    train_parts = [_load_batch(read_member(name), name) for name in TRAIN_BATCHES]
+def _assemble(
+    read_member: Callable[[str], bytes], describe: Callable[[str], str]
+) -> dict[str, tuple[np.ndarray, np.ndarray]]:
+    """`read_member(batch)` -> its bytes; `describe(batch)` -> where it is, for error messages."""
+    train_parts = [_load_batch(read_member(name), describe(name)) for name in TRAIN_BATCHES]
     return {
         "train": (np.concatenate([p[0] for p in train_parts]), np.concatenate([p[1] for p in train_parts])),
-        "test": _load_batch(read_member(TEST_BATCH), TEST_BATCH),
+        "test": _load_batch(read_member(TEST_BATCH), describe(TEST_BATCH)),
     }
 
 
@@ -75,41 +90,51 @@ def load_official_folder(folder: Path) -> dict[str, tuple[np.ndarray, np.ndarray
         path = folder / name
         if not path.is_file():
             raise DataError(f"{path}: missing official batch; the folder must hold data_batch_1..5 and test_batch")
-        return path.read_bytes()
+        try:
+            return path.read_bytes()
+        except OSError as error:
+            raise DataError(f"{path}: cannot read ({error.strerror}); check its permissions") from error
 
-    return _assemble(read_member)
+    return _assemble(read_member, lambda name: str(folder / name))
 
 
 def load_official_archive(path: Path) -> dict[str, tuple[np.ndarray, np.ndarray]]:
+    wanted = {*TRAIN_BATCHES, TEST_BATCH}
+    contents: dict[str, bytes] = {}
+    member_names: dict[str, str] = {}
     try:
-        with tarfile.open(path, "r:*") as archive:
-            members = {}
-            for member in archive.getmembers():
-                check_member_safe(
-                    path,
-                    member.name,
-                    is_link=member.issym() or member.islnk(),
-                    is_special=not (member.isfile() or member.isdir()),
-                )
-                if member.isfile():
-                    members[Path(member.name).name] = member
-
-            def read_member(name: str) -> bytes:
-                if name not in members:
-                    raise DataError(f"{path}: archive lacks {name}; is this cifar-10-python.tar.gz? Re-download it")
-                handle = archive.extractfile(members[name])
-                assert handle is not None
-                return handle.read()
-
-            return _assemble(read_member)
-    except (tarfile.TarError, EOFError, OSError, ValueError) as error:
+        with open_tar(path) as archive:
+            # One pass in archive order: seeking back in a .tar.gz would decompress it again from the start.
+            for member in archive:
+                check_tar_member_safe(path, member)
+                batch = Path(member.name).name
+                if member.isfile() and batch in wanted:
+                    handle = archive.extractfile(member)
+                    assert handle is not None
+                    contents[batch], member_names[batch] = handle.read(), member.name
+            read_to_end(archive)
+    except (*ARCHIVE_ERRORS, ValueError) as error:
         raise DataError(f"{path}: truncated or corrupt archive ({error}); download it again") from error
+
+    def read_member(name: str) -> bytes:
+        if name not in contents:
+            raise DataError(f"{path}: archive lacks {name}; is this cifar-10-python.tar.gz? Re-download it")
+        return contents[name]
+
+    return _assemble(read_member, lambda name: f"{path} member {member_names[name]}")
 
 
 def is_official_archive(path: Path) -> bool:
-    """True when a tar archive holds the official batch files (cheap: reads names only)."""
+    """True when a tar archive holds the official batch files (cheap: reads the first few headers only)."""
     try:
-        with tarfile.open(path, "r:*") as archive:
-            return any(Path(name).name == "data_batch_1" for name in archive.getnames())
-    except (tarfile.TarError, EOFError, OSError):
+        with open_tar(path) as archive:
+            # The official archive has 9 members; an image folder has thousands, and reading all their
+            # headers would decompress the whole file once more just to say no.
+            for index, member in enumerate(archive):
+                if Path(member.name).name == "data_batch_1":
+                    return True
+                if index >= _OFFICIAL_MEMBERS_SCANNED:
+                    return False
+    except ARCHIVE_ERRORS:
         return False
+    return False
