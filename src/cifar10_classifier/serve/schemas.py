@@ -28,10 +28,13 @@ class ModelInfo(BaseModel):
     version: str
 
 
-class Timing(BaseModel):
-    decode: float
-    inference: float
-    total: float
+class ItemTiming(BaseModel):
+    decode: float = Field(description="this image's decode and resize, ms")
+    inference: float = Field(description="the ONNX Runtime call this image shared with its batch, ms")
+
+
+class Timing(ItemTiming):
+    total: float = Field(description="from the request reaching the route to the answer, ms")
 
 
 class PredictionResponse(BaseModel):
@@ -52,7 +55,7 @@ class BatchItem(BaseModel):
     class_index: int | None = None
     probability: float | None = None
     top_k: list[ClassProbability] | None = None
-    timing_ms: Timing | None = None
+    timing_ms: ItemTiming | None = None
     error: ErrorDetail | None = None
 
 
