@@ -2,11 +2,149 @@
 
 from __future__ import annotations
 
+import argparse
+import os
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+
+
+def _parse_set(values: list[str]) -> dict:
+    overrides = {}
+    for item in values:
+        if "=" not in item:
+            raise SystemExit(f"error: --set expects KEY=VALUE, got {item!r}")
+        key, value = item.split("=", 1)
+        overrides[key.strip()] = value.strip()
+    return overrides
+
+
+def cmd_train(args: argparse.Namespace) -> int:
+    if args.nproc and args.nproc > 1 and "LOCAL_RANK" not in os.environ:
+        return _launch_torchrun(args.nproc)
+    from cifar10_classifier.cli import UserError
+    from cifar10_classifier.distributed import distributed_context, shutdown_distributed
+    from cifar10_classifier.recipes import load_config_file, resolve_recipe
+    from cifar10_classifier.train import RunFolderError, TrainJob, run_training_job
+
+    overrides: dict = {}
+    if args.config:
+        overrides.update(load_config_file(args.config))
+    overrides.update(_parse_set(args.set))
+    for name in ("epochs", "batch_size", "lr", "seed"):
+        if getattr(args, name) is not None:
+            overrides[name] = getattr(args, name)
+    try:
+        recipe = resolve_recipe(args.recipe, overrides)
+    except KeyError as error:
+        raise UserError(str(error.args[0])) from error
+    out_dir = args.out or Path("runs") / recipe.name
+    job = TrainJob(
+        recipe=recipe,
+        data=args.data,
+        out_dir=out_dir,
+        resume=args.resume,
+        force=args.force,
+        download=args.download,
+        cache_dir=args.cache_dir,
+        skip_bad_images=args.skip_bad_images,
+        show_progress=not args.quiet,
+    )
+    dist = distributed_context()
+    try:
+        run_training_job(job, dist)
+    except RunFolderError as error:
+        raise UserError(str(error)) from error
+    except KeyboardInterrupt:
+        print(
+            f"interrupted: the last completed epoch is saved in {out_dir}/checkpoint.pt; continue with --resume",
+            file=sys.stderr,
+        )
+        return 130
+    finally:
+        shutdown_distributed()
+    return 0
+
+
+def _launch_torchrun(nproc: int) -> int:
+    """`cifar10 train --nproc N` = `torchrun --nproc_per_node=N -m cifar10_classifier train ...`."""
+    argv = [a for a in sys.argv[1:]]
+    cleaned, skip = [], False
+    for item in argv:
+        if skip:
+            skip = False
+            continue
+        if item == "--nproc":
+            skip = True
+            continue
+        if item.startswith("--nproc="):
+            continue
+        cleaned.append(item)
+    torchrun = shutil.which("torchrun") or str(Path(sys.executable).with_name("torchrun"))
+    command = [torchrun, "--standalone", f"--nproc_per_node={nproc}", "-m", "cifar10_classifier", *cleaned]
+    return subprocess.call(command)
+
+
+def cmd_evaluate(args: argparse.Namespace) -> int:
+    from cifar10_classifier.cli import UserError
+    from cifar10_classifier.data import load_dataset
+    from cifar10_classifier.evaluate import evaluate_model
+    from cifar10_classifier.weights import WeightsError, load_weights, resolve_weights_folder
+
+    try:
+        model, card = load_weights(args.run)
+        folder = resolve_weights_folder(args.run)
+    except WeightsError as error:
+        raise UserError(str(error)) from error
+    dataset = load_dataset(
+        args.data, cache_dir=args.cache_dir, download=args.download, skip_bad_images=args.skip_bad_images
+    )
+    history = []
+    history_path = folder / "history.json"
+    if history_path.is_file():
+        import json
+
+        history = json.loads(history_path.read_text())
+    tta_level = card.get("tta_level", 0) if args.tta_level is None else args.tta_level
+    out_dir = args.out or folder
+    metrics = evaluate_model(model, dataset.test.images_uint8, dataset.test.labels, tta_level, out_dir, history, card)
+    print(
+        f"test accuracy {metrics['test_accuracy']:.4f}, with TTA {metrics['test_accuracy_tta']:.4f}; "
+        f"report: {out_dir / 'report.md'}"
+    )
+    return 0
+
 
 def register_jobs(commands, add_data_arguments) -> None:
     from cifar10_classifier.serve.cli import register as register_serve
 
-    for name in ("train", "evaluate", "export", "predict"):
+    train = commands.add_parser("train", help="train a recipe (classic, fast, fast-small)")
+    train.add_argument("--recipe", default="fast", help="recipe name (default: fast)")
+    train.add_argument("--data", help="data source (archive, batches folder, image folder)")
+    train.add_argument("--out", type=Path, help="run folder (default runs/RECIPE)")
+    train.add_argument("--config", type=Path, help="JSON or TOML file of recipe overrides")
+    train.add_argument("--set", action="append", default=[], metavar="KEY=VALUE", help="override a recipe field")
+    train.add_argument("--epochs", type=int)
+    train.add_argument("--batch-size", type=int)
+    train.add_argument("--lr", type=float)
+    train.add_argument("--seed", type=int)
+    train.add_argument("--resume", action="store_true", help="continue an interrupted run")
+    train.add_argument("--force", action="store_true", help="overwrite an existing run folder")
+    train.add_argument("--quiet", action="store_true", help="no progress output")
+    train.add_argument("--nproc", type=int, default=0, help="launch N processes with torchrun (DDP)")
+    add_data_arguments(train, required=False)
+    train.set_defaults(handler=cmd_train)
+
+    evaluate = commands.add_parser("evaluate", help="evaluate a run or weights on the test split")
+    evaluate.add_argument("run", type=Path, help="run folder or model.safetensors")
+    evaluate.add_argument("--data", help="data source")
+    evaluate.add_argument("--out", type=Path, help="where to write metrics and plots (default: the run folder)")
+    evaluate.add_argument("--tta-level", type=int, default=None, help="override the recipe's TTA level")
+    add_data_arguments(evaluate, required=False)
+    evaluate.set_defaults(handler=cmd_evaluate)
+
+    for name in ("export", "predict"):
         parser = commands.add_parser(name, help=f"{name} (not implemented yet)")
         parser.set_defaults(handler=lambda args, name=name: _not_yet(name))
     register_serve(commands)

@@ -1,0 +1,130 @@
+"""Accuracy, per-class precision/recall, confusion matrix, test-time augmentation, and the files a person reads.
+
+The metric functions are pure numpy; `predict_logits` runs a torch model with TTA over uint8 images.
+"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+
+from cifar10_classifier import CLASSES
+from cifar10_classifier.atomic import atomic_write_text
+from cifar10_classifier.augment import tta_views
+from cifar10_classifier.tensors import normalised_tensor
+
+
+def confusion_matrix(labels: np.ndarray, predictions: np.ndarray, num_classes: int = len(CLASSES)) -> np.ndarray:
+    """(num_classes, num_classes) counts: rows are true classes, columns predicted classes."""
+    matrix = np.zeros((num_classes, num_classes), dtype=np.int64)
+    np.add.at(matrix, (np.asarray(labels), np.asarray(predictions)), 1)
+    return matrix
+
+
+def per_class_metrics(matrix: np.ndarray, classes=CLASSES) -> list[dict]:
+    """Precision, recall (= per-class accuracy) and support for each class, from a confusion matrix."""
+    rows = []
+    for index, name in enumerate(classes):
+        true_positive = matrix[index, index]
+        support = matrix[index].sum()
+        predicted = matrix[:, index].sum()
+        recall = float(true_positive / support) if support else 0.0
+        rows.append(
+            {
+                "class": name,
+                "precision": float(true_positive / predicted) if predicted else 0.0,
+                "recall": recall,
+                "accuracy": recall,
+                "support": int(support),
+            }
+        )
+    return rows
+
+
+def cross_entropy(logits: np.ndarray, labels: np.ndarray) -> float:
+    shifted = logits - logits.max(axis=1, keepdims=True)
+    log_probabilities = shifted - np.log(np.exp(shifted).sum(axis=1, keepdims=True))
+    return float(-log_probabilities[np.arange(len(labels)), labels].mean())
+
+
+def compute_metrics(logits: np.ndarray, labels: np.ndarray) -> dict:
+    predictions = logits.argmax(1)
+    matrix = confusion_matrix(labels, predictions)
+    return {
+        "accuracy": float((predictions == labels).mean()),
+        "loss": cross_entropy(logits, labels),
+        "per_class": per_class_metrics(matrix),
+        "confusion_matrix": matrix.tolist(),
+    }
+
+
+@torch.no_grad()
+def predict_logits(
+    model: torch.nn.Module, images: torch.Tensor, tta_level: int = 0, batch_size: int = 500, bf16: bool = False
+) -> np.ndarray:
+    """Normalised float images (N, 3, 32, 32) -> logits (N, 10), averaged over the TTA views."""
+    was_training = model.training
+    model.eval()
+    outputs = []
+    for start in range(0, len(images), batch_size):
+        batch = images[start : start + batch_size]
+        logits = 0
+        for view, weight in tta_views(batch, tta_level):
+            with torch.autocast(images.device.type, dtype=torch.bfloat16, enabled=bf16):
+                logits = logits + weight * model(view.contiguous(memory_format=torch.channels_last)).float()
+        outputs.append(logits.cpu())
+    model.train(was_training)
+    return torch.cat(outputs).numpy()
+
+
+def most_confident_mistakes(logits: np.ndarray, labels: np.ndarray, count: int = 25) -> list[int]:
+    probabilities = F.softmax(torch.from_numpy(logits), dim=1).numpy()
+    predictions = probabilities.argmax(1)
+    wrong = np.flatnonzero(predictions != labels)
+    confidence = probabilities[wrong, predictions[wrong]]
+    return wrong[np.argsort(-confidence)][:count].tolist()
+
+
+def evaluate_model(
+    model,
+    test_images_uint8: np.ndarray,
+    test_labels: np.ndarray,
+    tta_level: int,
+    out_dir: Path,
+    history: list[dict] | None = None,
+    card: dict | None = None,
+    bf16: bool = False,
+) -> dict:
+    """Evaluate on the test split and write metrics.json, curves.png, confusion.png, mistakes.png, report.md."""
+    from cifar10_classifier import plots
+    from cifar10_classifier.report import write_report
+
+    device = next(model.parameters()).device
+    images = normalised_tensor(test_images_uint8, device, channels_last=True)
+    labels = np.asarray(test_labels)
+    plain_logits = predict_logits(model, images, 0, bf16=bf16)
+    metrics = {"test": compute_metrics(plain_logits, labels)}
+    final_logits = plain_logits
+    if tta_level:
+        final_logits = predict_logits(model, images, tta_level, bf16=bf16)
+        metrics["test_tta"] = compute_metrics(final_logits, labels)
+    metrics["test_accuracy"] = metrics["test"]["accuracy"]
+    metrics["test_accuracy_tta"] = metrics.get("test_tta", metrics["test"])["accuracy"]
+    metrics["tta_level"] = tta_level
+    out_dir.mkdir(parents=True, exist_ok=True)
+    atomic_write_text(out_dir / "metrics.json", json.dumps(metrics, indent=1))
+    headline = metrics.get("test_tta", metrics["test"])
+    if history:
+        plots.plot_curves(history, out_dir / "curves.png")
+    plots.plot_confusion(np.asarray(headline["confusion_matrix"]), out_dir / "confusion.png")
+    mistakes = most_confident_mistakes(final_logits, labels)
+    probabilities = F.softmax(torch.from_numpy(final_logits), dim=1).numpy()
+    plots.plot_mistakes(
+        np.asarray(test_images_uint8)[mistakes], labels[mistakes], probabilities[mistakes], out_dir / "mistakes.png"
+    )
+    write_report(out_dir, metrics, history or [], card or {})
+    return metrics

@@ -1,0 +1,100 @@
+"""A small VGG-like net in the style of the fastest public CIFAR-10 trainings (airbench, hlb-CIFAR10).
+
+A frozen 2x2 patch-whitening conv initialised from the data, then three blocks of
+conv -> max-pool -> BN (no learned scale) -> activation -> conv -> BN -> activation, a global max-pool and a
+linear head. BN without a learned scale has a positive per-channel scale, so it commutes with max-pooling and
+folds into the conv before it at export time: the exported graph is conv -> ReLU -> pool, which ONNX Runtime
+fuses into its int8 convolutions.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import torch
+import torch.nn as nn
+import torch.nn.functional as F
+
+from cifar10_classifier.models import register_model
+
+
+@dataclass(frozen=True)
+class FastNetConfig:
+    widths: tuple[int, int, int] = (64, 256, 256)
+    whiten_kernel: int = 2
+    whiten_width: int = 24  # 2 x (3 * kernel^2): each eigenvector and its negative, so ReLU keeps both signs
+    activation: str = "relu"  # "relu" fuses into int8 convs in ONNX Runtime; "gelu" is airbench's choice
+    batchnorm_momentum: float = 0.4  # PyTorch convention: weight of the new batch statistics
+    logit_scale: float = 1 / 9  # airbench's output temperature, tuned with label smoothing
+    num_classes: int = 10
+
+
+_ACTIVATIONS = {"relu": nn.ReLU, "gelu": nn.GELU}
+
+
+class ScaleFreeBatchNorm(nn.BatchNorm2d):
+    """BN whose scale is fixed at 1 (only the shift is learned): fewer parameters, and it folds through pooling."""
+
+    def __init__(self, channels: int, momentum: float):
+        super().__init__(channels, eps=1e-12, momentum=momentum)
+        self.weight.requires_grad_(False)
+
+
+class ConvBlock(nn.Module):
+    def __init__(self, in_channels: int, out_channels: int, config: FastNetConfig):
+        super().__init__()
+        self.conv1 = nn.Conv2d(in_channels, out_channels, 3, padding="same", bias=False)
+        self.pool = nn.MaxPool2d(2)
+        self.norm1 = ScaleFreeBatchNorm(out_channels, config.batchnorm_momentum)
+        self.conv2 = nn.Conv2d(out_channels, out_channels, 3, padding="same", bias=False)
+        self.norm2 = ScaleFreeBatchNorm(out_channels, config.batchnorm_momentum)
+        self.act = _ACTIVATIONS[config.activation]()
+        for conv in (self.conv1, self.conv2):
+            # Identity init on the first in_channels filters: the block starts close to a pass-through,
+            # which lets a short schedule train all layers at once.
+            weight = conv.weight.data
+            torch.nn.init.dirac_(weight[: weight.size(1)])
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:  # (B, C_in, H, W) -> (B, C_out, H/2, W/2)
+        x = self.act(self.norm1(self.pool(self.conv1(x))))
+        return self.act(self.norm2(self.conv2(x)))
+
+
+class FastNet(nn.Module):
+    def __init__(self, config: FastNetConfig):
+        super().__init__()
+        self.config = config
+        self.whiten = nn.Conv2d(3, config.whiten_width, config.whiten_kernel, padding=0, bias=True)
+        self.whiten.weight.requires_grad_(False)
+        self.act = _ACTIVATIONS[config.activation]()
+        w1, w2, w3 = config.widths
+        self.blocks = nn.Sequential(
+            ConvBlock(config.whiten_width, w1, config), ConvBlock(w1, w2, config), ConvBlock(w2, w3, config)
+        )
+        self.head = nn.Linear(w3, config.num_classes, bias=False)
+
+    @torch.no_grad()
+    def init_whitening(self, images: torch.Tensor, eps: float = 5e-4) -> None:
+        """Set the frozen first conv to the ZCA-like eigenbasis of the data's patches (images: (N, 3, H, W))."""
+        k = self.config.whiten_kernel
+        patches = images.float().unfold(2, k, 1).unfold(3, k, 1)  # (N, 3, H', W', k, k)
+        patches = patches.transpose(1, 3).reshape(-1, 3 * k * k)  # (N * H' * W', 3 k k)
+        patches = patches - patches.mean(dim=0)
+        covariance = patches.T @ patches / len(patches)
+        eigenvalues, eigenvectors = torch.linalg.eigh(covariance)
+        filters = (eigenvectors.T / torch.sqrt(eigenvalues + eps)[:, None]).reshape(-1, 3, k, k)
+        # reshape order above is (W', H', ...) swapped back: unfold gives (.., kh, kw) after transpose(1,3)
+        filters = filters.transpose(2, 3)
+        half = self.config.whiten_width // 2
+        self.whiten.weight.copy_(torch.cat([filters[-half:], -filters[-half:]]))
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:  # (B, 3, 32, 32) normalised -> logits (B, 10)
+        x = self.act(self.whiten(x))  # (B, 24, 31, 31)
+        x = self.blocks(x)  # (B, w3, 3, 3)
+        x = F.adaptive_max_pool2d(x, 1).flatten(1)  # (B, w3)
+        return self.head(x) * self.config.logit_scale
+
+
+@register_model("fast-net", FastNetConfig)
+def build_fast_net(config: FastNetConfig) -> FastNet:
+    return FastNet(config)

@@ -1,0 +1,146 @@
+"""Named training recipes as typed configs. Every field can be overridden from the CLI or a config file,
+and the resolved recipe is written beside the run's results."""
+
+from __future__ import annotations
+
+import ast
+import json
+import tomllib
+from dataclasses import asdict, dataclass, field, fields, replace
+from pathlib import Path
+
+
+@dataclass(frozen=True)
+class Recipe:
+    name: str
+    model: str
+    model_config: dict = field(default_factory=dict)
+    # Schedule and optimisation
+    epochs: int = 10  # the maximum when early stopping is on
+    batch_size: int = 256
+    optimizer: str = "sgd-nesterov"  # or "adam"
+    lr: float = 1e-3  # per-sample learning rate when loss_reduction == "sum", else the usual step size
+    momentum: float = 0.9
+    weight_decay: float = 0.0
+    bias_lr_scale: float = 1.0  # BN shifts learn this much faster (airbench: 64), with wd divided by it
+    loss_reduction: str = "mean"  # "sum" makes lr a per-sample rate that is independent of the batch size
+    label_smoothing: float = 0.0
+    label_format: str = "index"  # or "one-hot" (Keras' categorical cross-entropy); the same loss either way
+    schedule: str = "constant"  # "constant", "linear" (warmup then linear decay) or "plateau"
+    warmup_fraction: float = 0.0
+    lr_start: float = 1.0  # multipliers of lr at step 0, at the end of warmup (1.0) and at the last step
+    lr_end: float = 1.0
+    plateau_patience: int = 3
+    plateau_factor: float = 0.5
+    # Data and augmentation
+    val_fraction: float = 0.2
+    flip: str = "random"  # "none", "random" or "alternating"
+    translate: int = 0  # pixels, reflect-padded
+    rotation_degrees: float = 0.0
+    zoom: float = 0.0
+    shift: float = 0.0
+    # Early stopping on validation loss; 0 turns it off
+    early_stopping_patience: int = 0
+    # Evaluation
+    tta_level: int = 0  # 0 none, 1 mirror, 2 mirror + 1-pixel translations
+    eval_batch_size: int = 500
+    # Machine
+    bf16: str = "auto"  # "auto" uses bf16 autocast only where the CPU has native bf16 (AVX512-BF16/AMX) or CUDA
+    channels_last: bool = True
+    threads: int = 0  # 0: all cores
+    sync_batchnorm: bool = False  # for distributed runs
+    seed: int = 0
+    whiten_images: int = 5000  # images used to initialise a whitening layer, if the model has one
+
+    def to_dict(self) -> dict:
+        return asdict(self)
+
+
+RECIPES: dict[str, Recipe] = {
+    # The Keras-tutorial recipe, faithful: affine augmentation, Adam + cross-entropy, 20% validation,
+    # early stopping on validation loss with patience 10 restoring the best weights.
+    "classic": Recipe(
+        name="classic",
+        model="classic-net",
+        epochs=60,
+        batch_size=64,
+        optimizer="adam",
+        lr=1e-3,
+        loss_reduction="mean",
+        schedule="constant",
+        val_fraction=0.2,
+        flip="random",
+        rotation_degrees=15.0,
+        zoom=0.1,
+        shift=0.1,
+        early_stopping_patience=10,
+        tta_level=0,
+    ),
+    # The fast default: airbench-style net and schedule, tuned for a CPU (see bench/results/train_speed.md).
+    "fast": Recipe(
+        name="fast",
+        model="fast-net",
+        model_config={"widths": [64, 256, 256]},
+        epochs=4,
+        batch_size=256,
+        optimizer="sgd-nesterov",
+        lr=11.5 / (1024 * (1 + 1 / (1 - 0.85))),
+        momentum=0.85,
+        weight_decay=0.0153 * 1024 / (1024 * (1 + 1 / (1 - 0.85))),
+        bias_lr_scale=64.0,
+        loss_reduction="sum",
+        label_smoothing=0.2,
+        schedule="linear",
+        warmup_fraction=0.2,
+        lr_start=0.2,
+        lr_end=0.07,
+        val_fraction=0.0,
+        flip="alternating",
+        translate=2,
+        tta_level=2,
+    ),
+}
+RECIPES["fast-small"] = replace(RECIPES["fast"], name="fast-small", model_config={"widths": [32, 128, 128]}, epochs=3)
+
+
+def recipe_names() -> list[str]:
+    return list(RECIPES)
+
+
+def _coerce(value, current):
+    """A CLI string -> the type of the field it overrides."""
+    if not isinstance(value, str) or isinstance(current, str):
+        return value
+    if isinstance(current, bool):
+        return value.lower() in ("1", "true", "yes", "on")
+    try:
+        return ast.literal_eval(value)
+    except (ValueError, SyntaxError):
+        return value
+
+
+def load_config_file(path: Path) -> dict:
+    text = path.read_text()
+    return tomllib.loads(text) if path.suffix == ".toml" else json.loads(text)
+
+
+def resolve_recipe(name: str, overrides: dict | None = None) -> Recipe:
+    """The named recipe with `overrides` applied ("model_config.widths" style keys reach into model_config)."""
+    if name not in RECIPES:
+        raise KeyError(f"unknown recipe {name!r}; known: {', '.join(RECIPES)}")
+    recipe = RECIPES[name]
+    known = {f.name: f for f in fields(Recipe)}
+    changes: dict = {}
+    model_config = dict(recipe.model_config)
+    for key, value in (overrides or {}).items():
+        key = key.replace("-", "_")
+        if key.startswith("model_config."):
+            sub = key.split(".", 1)[1]
+            model_config[sub] = _coerce(value, model_config.get(sub, ""))
+        elif key == "model_config":
+            model_config.update(value if isinstance(value, dict) else json.loads(value))
+        elif key in known:
+            changes[key] = _coerce(value, getattr(recipe, key))
+        else:
+            raise KeyError(f"recipe has no field {key!r}; fields: {', '.join(sorted(known))}")
+    return replace(recipe, **changes, model_config=model_config)
