@@ -9,6 +9,7 @@ from __future__ import annotations
 import argparse
 import os
 import shutil
+import signal
 import tempfile
 from pathlib import Path
 
@@ -68,6 +69,14 @@ def settings_environment(settings: Settings) -> dict[str, str]:
     return {f"CIFAR10_{name.upper()}": str(value) for name, value in settings.model_dump().items() if value is not None}
 
 
+class _Stopped(Exception):
+    """SIGTERM or SIGINT arrived and uvicorn has finished its graceful shutdown."""
+
+
+def _stopped(signum, frame) -> None:
+    raise _Stopped
+
+
 def run(args: argparse.Namespace) -> int:
     import uvicorn
 
@@ -83,6 +92,9 @@ def run(args: argparse.Namespace) -> int:
         # Workers write their metrics to files here; /metrics on any worker sums them all.
         metrics_dir = tempfile.mkdtemp(prefix="cifar10-metrics-")
         os.environ[MULTIPROC_ENV] = metrics_dir
+    # uvicorn re-raises the signal once it has drained; our handler turns that into a normal return, so the
+    # cleanup below runs and a clean shutdown exits 0.
+    previous = {number: signal.signal(number, _stopped) for number in (signal.SIGINT, signal.SIGTERM)}
     try:
         uvicorn.run(
             "cifar10_classifier.serve.app:app_from_env",
@@ -97,7 +109,11 @@ def run(args: argparse.Namespace) -> int:
             # On SIGTERM uvicorn stops accepting, lets in-flight requests finish, then runs the lifespan's drain.
             timeout_graceful_shutdown=settings.shutdown_timeout_s,
         )
+    except _Stopped:
+        pass
     finally:
+        for number, handler in previous.items():
+            signal.signal(number, handler)
         if metrics_dir:
             shutil.rmtree(metrics_dir, ignore_errors=True)
     return 0

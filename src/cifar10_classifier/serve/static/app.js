@@ -117,6 +117,11 @@ function firstImage(items) {
 function wireInputs() {
   const dropzone = $("dropzone");
   const input = $("file-input");
+  // A file the browser cannot show (not an image, or a format it lacks) gets no broken-image icon.
+  $("preview").addEventListener("error", () => {
+    show($("preview"), false);
+    dropzone.classList.remove("has-image");
+  });
   input.addEventListener("change", () => {
     if (input.files.length) classify(input.files[0]);
     input.value = ""; // choosing the same file again still triggers a change
