@@ -69,7 +69,8 @@ def test_a_request_slower_than_the_timeout_answers_504_and_the_server_recovers(t
 
 def test_before_warm_up_ends_readyz_and_predict_say_loading(tiny_model):
     predictor = GatedPredictor(tiny_model)  # the gate is shut: warm-up blocks, the model stays "loading"
-    with serving(Settings(model=tiny_model, warmup_runs=1), predictor=predictor, ready=False) as client:
+    settings = Settings(model=tiny_model, warmup_runs=1, preload=False)
+    with serving(settings, predictor=predictor, ready=False) as client:
         try:
             assert client.get("/healthz").status_code == 200
             ready = client.get("/readyz")

@@ -29,10 +29,13 @@ class ServerContext:
             max_wait_s=self.settings.max_wait_ms / 1000.0,
             observer=self.metrics.observe_batch,
         )
-        # In the background: the server listens (and /healthz answers) while the model loads and warms up.
+        # In a thread either way: the event loop stays free. With preload the lifespan waits for it, so the
+        # worker starts accepting only once warm; without, /healthz answers while the model loads.
         self._load_task = asyncio.ensure_future(
             asyncio.to_thread(self.model.load, self.settings, self._given_predictor)
         )
+        if self.settings.preload:
+            await self._load_task
 
     async def wait_loaded(self) -> None:
         if self._load_task is not None:

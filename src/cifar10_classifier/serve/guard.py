@@ -52,8 +52,9 @@ class RequestGuard:
                 response_started = True
             await send(message)
 
-        self.in_flight += 1
-        self.metrics.in_flight.inc()
+        if not bypass:
+            self.in_flight += 1
+            self.metrics.in_flight.inc()
         try:
             if bypass:
                 await self.app(scope, receive, send_and_watch)
@@ -68,8 +69,9 @@ class RequestGuard:
                     message = f"the request took longer than {self.timeout_s:g} s and was abandoned"
                     await _send_error(send, 504, "timeout", message)
         finally:
-            self.in_flight -= 1
-            self.metrics.in_flight.dec()
+            if not bypass:
+                self.in_flight -= 1
+                self.metrics.in_flight.dec()
             route = scope.get("route")
             # Route templates, never raw paths, as labels: a scan of random URLs must not grow the metrics.
             label = getattr(route, "path", None) or "(unmatched)"

@@ -39,7 +39,7 @@ class Metrics:
         )
         self.in_flight = Gauge(
             "cifar10_http_requests_in_flight",
-            "Requests being handled now (the admission limit counts these)",
+            "Requests being handled now, health and metrics aside (the admission limit counts these)",
             multiprocess_mode="livesum",
             registry=self.registry,
         )

@@ -1,8 +1,7 @@
-"""The served model: loaded in the background, warmed up, then fed by the micro-batcher.
+"""The served model: loaded in a thread, warmed up, then fed by the micro-batcher.
 
-Loading happens after the server starts listening, so `/healthz` answers at once and `/readyz` says 503 until
-the model is warm. With no model file the server still starts and says, on every route that needs the model,
-how to get one.
+`/readyz` says 503 until the model is warm. With no model file the server still starts and says, on every route
+that needs the model, how to get one.
 """
 
 from __future__ import annotations

@@ -44,6 +44,9 @@ class Settings(BaseSettings):
     max_tensor_batch: int = Field(256, ge=1)
     default_top_k: int = Field(3, ge=1, le=10)
 
+    # Preload: a worker loads and warms the model before it accepts connections, so with several workers on one
+    # socket no request lands on a cold one. Off: accept at once, load in the background, /readyz 503 meanwhile.
+    preload: bool = True
     # Warm-up runs before /readyz turns 200, so the first real request does not pay ONNX Runtime's allocations.
     warmup_runs: int = Field(3, ge=0)
     log_level: str = "info"
