@@ -45,6 +45,8 @@ def create_app(settings: Settings | None = None, *, predictor: PredictorLike | N
         description=DESCRIPTION,
         lifespan=lifespan,
         default_response_class=JSONBytesResponse,
+        # FastAPI's OpenTelemetry hooks probe the environment on every request; /metrics is our telemetry.
+        telemetry={"tracing": False, "metrics": False, "logs": False},
     )
     app.state.context = context
     install_error_handlers(app)

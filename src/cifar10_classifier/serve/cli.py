@@ -40,7 +40,7 @@ def register(commands) -> None:
     )
     parser.add_argument("--host", help="address to bind (default 127.0.0.1)")
     parser.add_argument("--port", type=int, help="port (default 8000)")
-    parser.add_argument("--workers", type=int, help="server processes (default 1); they share the cores")
+    parser.add_argument("--workers", type=int, help="server processes (default one per core, at most 4)")
     parser.add_argument("--model", type=Path, help="ONNX model file (default: the bundled int8 model)")
     parser.add_argument("--threads", type=int, help="ONNX Runtime threads per worker (default cores // workers)")
     parser.add_argument("--max-batch-size", type=int, help="most requests coalesced into one inference call")
@@ -58,10 +58,10 @@ def resolve_settings(args: argparse.Namespace) -> Settings:
 
     overrides = {field: getattr(args, flag) for flag, field in _FLAGS.items() if getattr(args, flag, None) is not None}
     settings = Settings(**overrides)
-    if settings.threads is None:
-        # cores // workers: N processes each running all-core inference would fight over the same cores.
-        settings = settings.model_copy(update={"threads": default_threads(settings.workers)})
-    return settings
+    workers = settings.resolved_workers()
+    # cores // workers: N processes each running all-core inference would fight over the same cores.
+    threads = settings.threads or default_threads(workers)
+    return settings.model_copy(update={"workers": workers, "threads": threads})
 
 
 def settings_environment(settings: Settings) -> dict[str, str]:

@@ -16,6 +16,7 @@ from starlette.requests import ClientDisconnect, Request
 from cifar10_classifier.serve.errors import ApiError
 
 _PARAM = re.compile(r';\s*([^\s=;]+)\s*=\s*("(?:[^"\\]|\\.)*"|[^;]*)')
+_ESCAPE = re.compile(r"\\(.)")
 
 
 @dataclass(frozen=True, slots=True)
@@ -53,13 +54,16 @@ async def read_body(request: Request, limit: int) -> bytes:
 
 def parse_header_value(value: str) -> tuple[str, dict[str, str]]:
     """`multipart/form-data; boundary="x"` -> ("multipart/form-data", {"boundary": "x"})."""
-    main, _, rest = value.partition(";")
+    main, separator, _ = value.partition(";")
     params = {}
-    for match in _PARAM.finditer(";" + rest):
-        raw = match.group(2).strip()
-        if len(raw) >= 2 and raw[0] == raw[-1] == '"':
-            raw = re.sub(r"\\(.)", r"\1", raw[1:-1])
-        params[match.group(1).lower()] = raw
+    if separator:
+        for name, raw in _PARAM.findall(value, len(main)):
+            raw = raw.strip()
+            if len(raw) >= 2 and raw[0] == raw[-1] == '"':
+                raw = raw[1:-1]
+                if "\\" in raw:
+                    raw = _ESCAPE.sub(r"\1", raw)
+            params[name.lower()] = raw
     return main.strip().lower(), params
 
 
