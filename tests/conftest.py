@@ -71,3 +71,58 @@ def build_tiny_onnx(path: Path, card: dict | None = None) -> Path:
 @pytest.fixture
 def tiny_onnx_model(tmp_path) -> Path:
     return build_tiny_onnx(tmp_path / "tiny.onnx")
+
+
+def tiny_dataset(per_class_train: int = 20, per_class_test: int = 5, seed: int = 0):
+    """A learnable synthetic Dataset: each class is a colour with a little noise."""
+    from cifar10_classifier.data import Dataset, Split
+
+    rng = np.random.default_rng(seed)
+
+    def split(per_class: int) -> Split:
+        images, labels = [], []
+        for class_index in range(len(CLASSES)):
+            base = color_tile(class_index).astype(np.int16)
+            for _ in range(per_class):
+                noise = rng.integers(-20, 21, size=base.shape)
+                images.append(np.clip(base + noise, 0, 255).astype(np.uint8))
+                labels.append(class_index)
+        return Split(np.stack(images), np.asarray(labels, dtype=np.int64))
+
+    return Dataset(split(per_class_train), split(per_class_test), "synthetic", "0" * 64)
+
+
+def tiny_recipe(name: str = "fast", **overrides):
+    """A recipe shrunk to seconds: tiny widths, few epochs, small batches."""
+    from cifar10_classifier.recipes import resolve_recipe
+
+    small = {
+        "fast": {"model_config": {"widths": [8, 16, 16]}, "batch_size": 40, "epochs": 2, "whiten_images": 100},
+        "classic": {
+            "model_config": {"widths": [8, 16], "block_dropout": [0.1, 0.1], "dense_width": 16},
+            "batch_size": 32,
+            "epochs": 3,
+        },
+    }[name]
+    return resolve_recipe(name, {**small, **overrides})
+
+
+@pytest.fixture
+def trained_run(tmp_path_factory):
+    """A tiny finished `fast` run folder (weights, card, metrics, plots) and its dataset."""
+    from cifar10_classifier.train import TrainJob, run_training_job
+
+    dataset = tiny_dataset()
+    out_dir = tmp_path_factory.mktemp("run")
+    job = TrainJob(
+        recipe=tiny_recipe("fast", epochs=3, tta_level=1), data=None, out_dir=out_dir, force=True, show_progress=False
+    )
+    import cifar10_classifier.data as data_module
+
+    original = data_module.load_dataset
+    data_module.load_dataset = lambda *args, **kwargs: dataset
+    try:
+        run_training_job(job)
+    finally:
+        data_module.load_dataset = original
+    return out_dir, dataset

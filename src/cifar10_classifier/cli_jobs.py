@@ -116,6 +116,33 @@ def cmd_evaluate(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_export(args: argparse.Namespace) -> int:
+    from cifar10_classifier.cli import UserError
+    from cifar10_classifier.export import ExportConfig, ExportError, export_run
+    from cifar10_classifier.weights import WeightsError
+
+    config = ExportConfig(
+        out_dir=args.out or args.run / "export",
+        tta_level=args.tta_level,
+        calibration_images=args.calibration_images,
+        calibration_method=args.calibration,
+        max_accuracy_drop=args.max_accuracy_drop / 100,
+        allow_accuracy_drop=args.allow_accuracy_drop,
+    )
+    try:
+        summary = export_run(args.run, args.data, config, cache_dir=args.cache_dir)
+    except (ExportError, WeightsError) as error:
+        raise UserError(str(error)) from error
+    print(f"wrote {summary['fp32']} and {summary['int8']}")
+    return 0
+
+
+def cmd_predict(args: argparse.Namespace) -> int:
+    from cifar10_classifier.predict_cli import predict_files
+
+    return predict_files(args.images, model=args.model, top_k=args.top_k, as_json=args.json, threads=args.threads)
+
+
 def register_jobs(commands, add_data_arguments) -> None:
     from cifar10_classifier.serve.cli import register as register_serve
 
@@ -144,12 +171,24 @@ def register_jobs(commands, add_data_arguments) -> None:
     add_data_arguments(evaluate, required=False)
     evaluate.set_defaults(handler=cmd_evaluate)
 
-    for name in ("export", "predict"):
-        parser = commands.add_parser(name, help=f"{name} (not implemented yet)")
-        parser.set_defaults(handler=lambda args, name=name: _not_yet(name))
+    export = commands.add_parser("export", help="export a run to fp32 and int8 ONNX")
+    export.add_argument("run", type=Path, help="run folder")
+    export.add_argument("--out", type=Path, help="output folder (default: RUN/export)")
+    export.add_argument("--data", help="data source for calibration and evaluation (default: the run's)")
+    export.add_argument("--tta-level", type=int, default=None, help="TTA folded into the graph (default: recipe's)")
+    export.add_argument("--calibration", default="minmax", choices=["minmax", "entropy", "percentile"])
+    export.add_argument("--calibration-images", type=int, default=2000)
+    export.add_argument("--max-accuracy-drop", type=float, default=0.5, help="points an int8 model may lose")
+    export.add_argument("--allow-accuracy-drop", action="store_true", help="write the int8 model even past the limit")
+    export.add_argument("--cache-dir", type=Path, default=None)
+    export.set_defaults(handler=cmd_export)
+
+    predict = commands.add_parser("predict", help="classify image files with an ONNX model")
+    predict.add_argument("images", nargs="+", type=Path)
+    predict.add_argument("--model", type=Path, help="ONNX model (default: the bundled int8 model)")
+    predict.add_argument("--top-k", type=int, default=3)
+    predict.add_argument("--json", action="store_true", help="one JSON object per line")
+    predict.add_argument("--threads", type=int, default=None)
+    predict.set_defaults(handler=cmd_predict)
+
     register_serve(commands)
-
-
-def _not_yet(name: str) -> int:
-    print(f"cifar10 {name}: not implemented yet")
-    return 1

@@ -1,0 +1,76 @@
+import pytest
+import torch
+
+from cifar10_classifier import augment
+
+
+def _images():
+    return torch.arange(2 * 3 * 8 * 8, dtype=torch.float32).reshape(2, 3, 8, 8)
+
+
+def _generator(seed=0):
+    return torch.Generator().manual_seed(seed)
+
+
+@pytest.mark.parametrize(
+    "apply",
+    [
+        lambda x, g: augment.random_flip(x, g, probability=0.0),
+        lambda x, g: augment.random_translate(x, g, 0),
+        lambda x, g: augment.random_affine(x, g, 0.0, 0.0, 0.0),
+    ],
+)
+def test_identity_at_zero_strength(apply):
+    images = _images()
+    assert torch.equal(apply(images, _generator()), images)
+
+
+@pytest.mark.parametrize(
+    "apply",
+    [
+        lambda x, g: augment.random_flip(x, g),
+        lambda x, g: augment.random_translate(x, g, 2),
+        lambda x, g: augment.random_affine(x, g, 15.0, 0.1, 0.1),
+    ],
+)
+def test_shapes_dtypes_and_reproducible_by_seed(apply):
+    images = torch.randn(16, 3, 32, 32)
+    first, second = apply(images, _generator(7)), apply(images, _generator(7))
+    assert first.shape == images.shape and first.dtype == images.dtype
+    assert torch.equal(first, second)
+    assert not torch.equal(apply(images, _generator(8)), first) or torch.equal(first, images)
+
+
+def test_flip_mirrors_whole_images():
+    images = torch.randn(64, 3, 4, 4)
+    flipped = augment.random_flip(images, _generator(), probability=1.0)
+    assert torch.equal(flipped, images.flip(-1))
+
+
+def test_alternating_flip_alternates_per_epoch():
+    images = torch.randn(8, 3, 4, 4)
+    phase = torch.tensor([True, False] * 4)
+    even, odd = augment.alternating_flip(images, phase, 0), augment.alternating_flip(images, phase, 1)
+    assert torch.equal(even[0], images[0].flip(-1)) and torch.equal(odd[0], images[0])
+    assert torch.equal(even[1], images[1]) and torch.equal(odd[1], images[1].flip(-1))
+
+
+def test_translate_moves_content_by_whole_pixels():
+    images = torch.randn(32, 1, 10, 10)
+    shifted = augment.random_translate(images, _generator(), 2)
+    for original, moved in zip(images, shifted, strict=True):
+        # The centre 6x6 of the original appears somewhere within the shifted image, shifted by <= 2 px.
+        centre = original[:, 2:8, 2:8]
+        assert any(
+            torch.equal(moved[:, 2 + dy : 8 + dy, 2 + dx : 8 + dx], centre)
+            for dy in range(-2, 3)
+            for dx in range(-2, 3)
+        )
+
+
+@pytest.mark.parametrize("level,count", [(0, 1), (1, 2), (2, 6)])
+def test_tta_views_weights_sum_to_one(level, count):
+    views = augment.tta_views(torch.randn(2, 3, 8, 8), level)
+    assert len(views) == count
+    assert sum(weight for _, weight in views) == pytest.approx(1.0)
+    assert all(view.shape == (2, 3, 8, 8) for view, _ in views)

@@ -1,0 +1,96 @@
+import json
+from pathlib import Path
+
+import numpy as np
+import onnx
+import pytest
+import torch
+
+from cifar10_classifier.export import ExportConfig, ExportError, export_run, inference_graph
+from cifar10_classifier.inference import CARD_METADATA_KEY, Predictor
+from cifar10_classifier.models import create_model
+from cifar10_classifier.preprocess import normalize
+from cifar10_classifier.weights import load_weights
+
+
+@pytest.fixture
+def exported(trained_run, tmp_path, monkeypatch):
+    import cifar10_classifier.data as data_module
+
+    run, dataset = trained_run
+    monkeypatch.setattr(data_module, "load_dataset", lambda *a, **k: dataset)
+    config = ExportConfig(out_dir=tmp_path / "export", calibration_images=100, allow_accuracy_drop=True)
+    summary = export_run(run, None, config, log=lambda *_: None)
+    return run, dataset, summary
+
+
+@pytest.mark.parametrize("activation", ["relu", "gelu"])
+@pytest.mark.parametrize("tta_level", [0, 1, 2])
+def test_inference_graph_matches_the_trained_model(activation, tta_level):
+    from cifar10_classifier.evaluate import predict_logits
+
+    torch.manual_seed(0)
+    model = create_model("fast-net", widths=(8, 16, 16), activation=activation)
+    model.init_whitening(torch.randn(32, 3, 32, 32))
+    model.train()
+    for _ in range(3):  # give BN non-trivial running statistics
+        model(torch.randn(16, 3, 32, 32) * 2 + 0.5)
+    model.eval()
+    images = torch.randn(5, 3, 32, 32)
+    expected = predict_logits(model, images, tta_level)
+    with torch.no_grad():
+        actual = inference_graph(model, tta_level)(images).numpy()
+    np.testing.assert_allclose(actual, expected, rtol=1e-4, atol=1e-4)
+
+
+def test_export_round_trip_matches_pytorch_and_embeds_the_card(exported):
+    run, dataset, summary = exported
+    model, card = load_weights(run)
+    fp32 = Predictor(summary["fp32"])
+    images = np.asarray(dataset.test.images_uint8[:20])
+    with torch.no_grad():
+        expected = inference_graph(model, card["tta_level"])(torch.from_numpy(normalize(images))).numpy()
+    np.testing.assert_allclose(fp32.logits(normalize(images)), expected, rtol=1e-4, atol=1e-4)
+    embedded = json.loads({p.key: p.value for p in onnx.load(summary["fp32"]).metadata_props}[CARD_METADATA_KEY])
+    assert embedded["classes"][0] == "airplane" and embedded["input"]["mean"] and embedded["tta_level"] == 1
+    int8 = Predictor(summary["int8"])
+    assert int8.card["format"] == "onnx-int8" and "onnx_int8" in int8.card["accuracy"]
+    card_beside = json.loads(Path(summary["int8"]).with_suffix(".json").read_text())
+    assert card_beside["quantization"]["weights"] == "int8 per-channel"
+
+
+def test_int8_past_the_accuracy_limit_is_refused_and_nothing_written(trained_run, tmp_path, monkeypatch):
+    import cifar10_classifier.data as data_module
+    import cifar10_classifier.export as export_module
+
+    run, dataset = trained_run
+    monkeypatch.setattr(data_module, "load_dataset", lambda *a, **k: dataset)
+    real_accuracy = export_module.onnx_accuracy
+    monkeypatch.setattr(
+        export_module, "onnx_accuracy", lambda path, *a: real_accuracy(path, *a) - (0.2 if "int8" in str(path) else 0.0)
+    )
+    config = ExportConfig(out_dir=tmp_path / "export", calibration_images=100)
+    with pytest.raises(ExportError, match="--allow-accuracy-drop"):
+        export_run(run, None, config, log=lambda *_: None)
+    assert not (tmp_path / "export" / "model-int8.onnx").exists()
+    assert not [p for p in (tmp_path / "export").iterdir() if p.name.startswith(".")]
+
+
+def test_predictor_gives_the_pytorch_class_on_the_same_bytes(exported):
+    import io
+
+    from PIL import Image
+
+    from cifar10_classifier.preprocess import decode_image
+
+    run, dataset, summary = exported
+    model, card = load_weights(run)
+    predictor = Predictor(summary["fp32"])
+    graph = inference_graph(model, card["tta_level"])
+    for image in np.asarray(dataset.test.images_uint8[::7]):
+        buffer = io.BytesIO()
+        Image.fromarray(image).resize((96, 96)).save(buffer, format="PNG")
+        data = buffer.getvalue()
+        with torch.no_grad():
+            torch_class = int(graph(torch.from_numpy(normalize(decode_image(data)))).argmax(1))
+        assert predictor.predict_bytes(data).class_index == torch_class

@@ -1,0 +1,32 @@
+import pytest
+
+from cifar10_classifier.recipes import RECIPES, load_config_file, resolve_recipe
+
+
+def test_classic_recipe_is_the_keras_one():
+    classic = RECIPES["classic"]
+    assert classic.optimizer == "adam" and classic.val_fraction == 0.2
+    assert classic.early_stopping_patience == 10
+    assert (classic.rotation_degrees, classic.zoom, classic.shift, classic.flip) == (15.0, 0.1, 0.1, "random")
+
+
+def test_default_recipes_exist():
+    assert {"classic", "fast", "fast-small"} <= set(RECIPES)
+
+
+def test_overrides_are_typed_and_reach_model_config(tmp_path):
+    recipe = resolve_recipe(
+        "fast", {"epochs": "7", "lr": "0.5", "model_config.widths": "[8, 16, 16]", "channels_last": "false"}
+    )
+    assert recipe.epochs == 7 and recipe.lr == 0.5 and recipe.model_config["widths"] == [8, 16, 16]
+    assert recipe.channels_last is False
+    config = tmp_path / "c.toml"
+    config.write_text("epochs = 2\nbatch_size = 64\n")
+    assert load_config_file(config) == {"epochs": 2, "batch_size": 64}
+
+
+def test_unknown_field_is_refused():
+    with pytest.raises(KeyError, match="no field"):
+        resolve_recipe("fast", {"epocs": 3})
+    with pytest.raises(KeyError, match="unknown recipe"):
+        resolve_recipe("nope")

@@ -1,0 +1,126 @@
+import copy
+import json
+from dataclasses import replace
+
+import pytest
+import torch
+from conftest import tiny_dataset, tiny_recipe
+
+from cifar10_classifier import train as train_module
+from cifar10_classifier.train import CHECKPOINT_NAME, RunFolderError, lr_multiplier, train
+
+
+def test_short_training_learns_the_tiny_task(tmp_path):
+    dataset = tiny_dataset()
+    _, state, card = train(tiny_recipe("fast", epochs=4), dataset, tmp_path, show_progress=False)
+    assert state.epoch == 4 and len(state.history) == 4
+    assert state.history[-1]["train_accuracy"] > 0.5
+    assert card["classes"][3] == "cat" and card["data"]["sha256"] == "0" * 64
+    assert json.loads((tmp_path / "config.json").read_text())["recipe"]["epochs"] == 4
+
+
+def test_classic_recipe_trains_with_validation_and_one_hot_labels(tmp_path):
+    dataset = tiny_dataset()
+    _, state, _ = train(
+        tiny_recipe("classic", epochs=2, label_format="one-hot"), dataset, tmp_path, show_progress=False
+    )
+    assert all(row["val_loss"] is not None for row in state.history)
+
+
+def test_one_hot_and_index_losses_agree():
+    recipe = tiny_recipe("classic", label_smoothing=0.1)
+    logits, labels = torch.randn(6, 10), torch.randint(0, 10, (6,))
+    index_loss = train_module.classification_loss(logits, labels, recipe)
+    one_hot = replace(recipe, label_format="one-hot")
+    assert torch.allclose(index_loss, train_module.classification_loss(logits, labels, one_hot), atol=1e-6)
+
+
+def test_early_stopping_stops_at_patience_and_restores_best_weights(tmp_path, monkeypatch):
+    val_losses = iter([1.0, 0.5, 0.7, 0.8, 0.9, 1.0, 1.1])
+    snapshots = []
+
+    def scripted_validation(model, *args, **kwargs):
+        snapshots.append(copy.deepcopy(model.state_dict()))
+        return next(val_losses), 0.5
+
+    monkeypatch.setattr(train_module, "evaluate_loss_accuracy", scripted_validation)
+    recipe = tiny_recipe("classic", epochs=7, early_stopping_patience=2)
+    model, state, card = train(recipe, tiny_dataset(), tmp_path, show_progress=False)
+    assert state.epoch == 4  # best at epoch 2, then 2 epochs without improvement
+    assert state.best_epoch == 2 and card["stopped_early"]
+    for key, value in model.state_dict().items():
+        assert torch.equal(value, snapshots[1][key]), key
+
+
+def test_resume_after_interruption_gives_the_same_weights(tmp_path, monkeypatch):
+    dataset = tiny_dataset()
+    recipe = tiny_recipe("fast", epochs=3)
+    reference, _, _ = train(recipe, dataset, tmp_path / "straight", show_progress=False)
+
+    real_save = train_module.save_checkpoint
+    saves = []
+
+    def save_then_die(path, *args):
+        real_save(path, *args)
+        saves.append(path)
+        if len(saves) == 2:
+            raise KeyboardInterrupt  # killed right after epoch 2's checkpoint
+
+    monkeypatch.setattr(train_module, "save_checkpoint", save_then_die)
+    with pytest.raises(KeyboardInterrupt):
+        train(recipe, dataset, tmp_path / "interrupted", show_progress=False)
+    monkeypatch.setattr(train_module, "save_checkpoint", real_save)
+    resumed, state, _ = train(recipe, dataset, tmp_path / "interrupted", resume=True, show_progress=False)
+    assert state.epoch == 3 and [row["epoch"] for row in state.history] == [1, 2, 3]
+    for key, value in reference.state_dict().items():
+        assert torch.allclose(value.float(), resumed.state_dict()[key].float(), atol=1e-6), key
+
+
+def test_existing_run_folder_is_never_overwritten(tmp_path):
+    dataset = tiny_dataset()
+    recipe = tiny_recipe("fast", epochs=1)
+    train(recipe, dataset, tmp_path, show_progress=False)
+    with pytest.raises(RunFolderError, match="--resume"):
+        train(recipe, dataset, tmp_path, show_progress=False)
+    train(recipe, dataset, tmp_path, force=True, show_progress=False)
+    with pytest.raises(RunFolderError, match="nothing to resume"):
+        train(recipe, dataset, tmp_path / "empty", resume=True, show_progress=False)
+
+
+def test_checkpoint_write_is_atomic(tmp_path, monkeypatch):
+    dataset = tiny_dataset()
+    recipe = tiny_recipe("fast", epochs=1)
+    train(recipe, dataset, tmp_path, show_progress=False)
+    good = (tmp_path / CHECKPOINT_NAME).read_bytes()
+
+    def half_write(payload, path):
+        with open(path, "wb") as handle:
+            handle.write(b"partial")
+        raise OSError("disk full")
+
+    monkeypatch.setattr(torch, "save", half_write)
+    with pytest.raises(OSError, match="disk full"):
+        train(recipe, dataset, tmp_path, force=True, show_progress=False)
+    assert not list(tmp_path.glob(".*.tmp"))
+    # --force removed the old checkpoint on purpose; a failed save never leaves a half-written one behind.
+    assert not (tmp_path / CHECKPOINT_NAME).exists() or (tmp_path / CHECKPOINT_NAME).read_bytes() == good
+
+
+def test_damaged_checkpoint_is_refused_with_advice(tmp_path):
+    dataset = tiny_dataset()
+    (tmp_path / CHECKPOINT_NAME).write_bytes(b"not a checkpoint")
+    with pytest.raises(RunFolderError, match="--force"):
+        train(tiny_recipe("fast", epochs=1), dataset, tmp_path, resume=True, show_progress=False)
+
+
+def test_linear_schedule_warms_up_and_decays():
+    recipe = tiny_recipe("fast")
+    assert lr_multiplier(0, 100, recipe) == pytest.approx(recipe.lr_start)
+    assert lr_multiplier(20, 100, recipe) == pytest.approx(1.0)
+    assert lr_multiplier(100, 100, recipe) == pytest.approx(recipe.lr_end)
+
+
+def test_progress_prints_one_line_per_epoch(tmp_path, capsys):
+    train(tiny_recipe("fast", epochs=2), tiny_dataset(), tmp_path, show_progress=True)
+    lines = [line for line in capsys.readouterr().out.splitlines() if line.startswith("epoch")]
+    assert len(lines) == 2 and "img/s" in lines[0] and "eta" in lines[0]
