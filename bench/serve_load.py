@@ -38,6 +38,8 @@ from cifar10_classifier import CLASSES
 from cifar10_classifier.atomic import atomic_write_text
 from cifar10_classifier.inference import Predictor, bundled_model_path
 from cifar10_classifier.preprocess import IMAGE_SIZE, decode_image
+from cifar10_classifier.serve.cli import register as register_serve
+from cifar10_classifier.serve.cli import resolve_settings
 
 ROOT = Path(__file__).resolve().parents[1]
 DEFAULT_DATA = ROOT.parent / "shared" / "datasets" / "cifar10-jpeg.tar.gz"
@@ -261,6 +263,16 @@ def wrk_version() -> str:
     return (completed.stdout or completed.stderr).split("[")[0].strip() or "wrk"
 
 
+def server_settings(model: Path, workers: int, extra: list[str]) -> dict:
+    """The settings the server will resolve from these flags (and the environment), to record beside the results."""
+    parser = argparse.ArgumentParser()
+    register_serve(parser.add_subparsers())
+    args = parser.parse_args(["serve", "--model", str(model), "--workers", str(workers), *extra])
+    settings = resolve_settings(args)
+    keys = ("workers", "threads", "max_batch_size", "max_wait_ms", "max_in_flight", "request_timeout_s", "spin")
+    return {key: getattr(settings, key) for key in keys}
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--model", type=Path, help="ONNX model (default: bundled; else a tiny test model)")
@@ -295,6 +307,7 @@ def main(argv: list[str] | None = None) -> int:
                 "client": f"{wrk_version()} -t{args.wrk_threads} -c{args.concurrency}, same cores as the server",
                 "server": f"cifar10 serve, {args.workers} workers, uvicorn httptools + uvloop",
                 "model": f"{predictor.name} {predictor.version} ({model.name})",
+                "server_settings": server_settings(model, args.workers, args.server_arg),
             },
             "scenarios": [],
         }

@@ -164,3 +164,16 @@ def test_the_observer_sees_each_batch_size_and_queue_waits():
 def test_batch_size_must_be_positive():
     with pytest.raises(ValueError):
         MicroBatcher(Recorder(), max_batch_size=0)
+
+
+def test_size_of_bounds_the_rows_of_a_batch_and_an_oversized_item_goes_alone():
+    recorder = Recorder()
+
+    async def main():
+        batcher = MicroBatcher(recorder, max_batch_size=4, max_wait_s=0.05, size_of=lambda item: item)
+        results = await asyncio.gather(*(batcher.submit(item) for item in (3, 3, 1, 5)))
+        await batcher.close()
+        return results
+
+    assert asyncio.run(main()) == [6, 6, 2, 10]
+    assert recorder.batches == [[3], [3, 1], [5]]

@@ -6,6 +6,9 @@ that matches the documented schema, and never a 5xx.
 
 from __future__ import annotations
 
+import tempfile
+from pathlib import Path
+
 import pytest
 from hypothesis import HealthCheck, settings
 
@@ -28,15 +31,9 @@ def _app(tmp_dir):
     return create_app(Settings(model=model, max_upload_bytes=256 * 1024, request_timeout_s=5))
 
 
-def _schema():
-    import tempfile
-    from pathlib import Path
-
-    folder = Path(tempfile.mkdtemp(prefix="schemathesis-model-"))
-    return schemathesis.openapi.from_asgi("/openapi.json", _app(folder))
-
-
-schema = _schema()
+# Built at import (schemathesis reads the schema while collecting); removed when the process ends.
+_MODEL_DIR = tempfile.TemporaryDirectory(prefix="schemathesis-model-")
+schema = schemathesis.openapi.from_asgi("/openapi.json", _app(Path(_MODEL_DIR.name)))
 
 
 @schema.parametrize()

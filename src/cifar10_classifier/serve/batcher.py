@@ -31,6 +31,7 @@ class _Pending:
     item: Any
     future: asyncio.Future
     queued_at: float
+    size: int
 
 
 class MicroBatcher(Generic[ItemT, ResultT]):
@@ -39,6 +40,8 @@ class MicroBatcher(Generic[ItemT, ResultT]):
     `run_batch` runs in `executor` (one thread by default: one batch at a time per process, so the inference
     threads never compete with each other) and returns one result per item, in order. An item whose result is an
     exception fails only its own request; if `run_batch` itself raises, every item of that batch fails with it.
+    `size_of(item)` counts what `max_batch_size` limits (images, when one request carries several); an item
+    larger than the limit goes alone.
     """
 
     def __init__(
@@ -49,6 +52,7 @@ class MicroBatcher(Generic[ItemT, ResultT]):
         max_wait_s: float = 0.001,
         executor: Executor | None = None,
         observer: BatchObserver | None = None,
+        size_of: Callable[[ItemT], int] | None = None,
     ) -> None:
         if max_batch_size < 1:
             raise ValueError("max_batch_size must be >= 1")
@@ -58,8 +62,10 @@ class MicroBatcher(Generic[ItemT, ResultT]):
         self._owns_executor = executor is None
         self._executor = executor or ThreadPoolExecutor(max_workers=1, thread_name_prefix="cifar10-batch")
         self._observer = observer
+        self._size_of = size_of
         self._pending: list[_Pending] = []
         self._timer: asyncio.TimerHandle | None = None
+        self._queued_size = 0
         self._running = False
         self._closed = False
         self._idle: asyncio.Event | None = None
@@ -73,9 +79,11 @@ class MicroBatcher(Generic[ItemT, ResultT]):
             raise BatcherClosed("the server is shutting down")
         loop = asyncio.get_running_loop()
         future = loop.create_future()
-        self._pending.append(_Pending(item, future, time.perf_counter()))
+        size = self._size_of(item) if self._size_of is not None else 1
+        self._pending.append(_Pending(item, future, time.perf_counter(), size))
+        self._queued_size += size
         if not self._running:
-            if len(self._pending) >= self.max_batch_size or self.max_wait_s == 0:
+            if self._queued_size >= self.max_batch_size or self.max_wait_s == 0:
                 self._dispatch()
             elif self._timer is None:
                 self._timer = loop.call_later(self.max_wait_s, self._dispatch)
@@ -90,17 +98,26 @@ class MicroBatcher(Generic[ItemT, ResultT]):
             return
         # Items whose request was cancelled (timeout, client gone) are dropped before they cost inference.
         batch: list[_Pending] = []
-        while not batch and self._pending:
-            taken = self._pending[: self.max_batch_size]
-            del self._pending[: self.max_batch_size]
-            batch = [pending for pending in taken if not pending.future.done()]
+        batch_size = taken = 0
+        for pending in self._pending:
+            if pending.future.done():
+                taken += 1
+                continue
+            if batch and batch_size + pending.size > self.max_batch_size:
+                break
+            batch.append(pending)
+            batch_size += pending.size
+            taken += 1
+        for pending in self._pending[:taken]:
+            self._queued_size -= pending.size
+        del self._pending[:taken]
         if not batch:
             self._signal_idle()
             return
         self._running = True
         now = time.perf_counter()
         if self._observer is not None:
-            self._observer(len(batch), [now - p.queued_at for p in batch])
+            self._observer(batch_size, [now - p.queued_at for p in batch])
         loop = asyncio.get_running_loop()
         done = loop.run_in_executor(self._executor, self._run_batch, [p.item for p in batch])
         done.add_done_callback(lambda finished: self._finish(batch, finished))

@@ -28,6 +28,8 @@ class ServerContext:
             max_batch_size=self.settings.max_batch_size,
             max_wait_s=self.settings.max_wait_ms / 1000.0,
             observer=self.metrics.observe_batch,
+            # A v2 tensor of N images counts N: max_batch_size bounds the rows of one ONNX Runtime call.
+            size_of=lambda item: 1 if isinstance(item, bytes) else len(item),
         )
         # In a thread either way: the event loop stays free. With preload the lifespan waits for it, so the
         # worker starts accepting only once warm; without, /healthz answers while the model loads.
