@@ -81,3 +81,23 @@ def test_before_warm_up_ends_readyz_and_predict_say_loading(tiny_model):
             predictor.gate.set()
         images.wait_ready(client)
         assert client.post("/predict", files=upload(images.tile_png())).status_code == 200
+
+
+class CrashingPredictor(GatedPredictor):
+    def probabilities(self, inputs_float32):
+        if self.gate.is_set():
+            return self.inner.probabilities(inputs_float32)
+        raise RuntimeError("onnxruntime fell over")
+
+
+def test_a_model_crash_answers_500_in_the_error_shape_and_the_server_keeps_serving(tiny_model):
+    predictor = CrashingPredictor(tiny_model)
+    predictor.gate.set()
+    with serving(Settings(model=tiny_model, warmup_runs=1), predictor=predictor) as client:
+        predictor.gate.clear()
+        crashed = client.post("/predict", files=upload(images.tile_png()))
+        assert crashed.status_code == 500
+        assert crashed.json() == {"error": {"code": "internal_error", "message": "internal server error"}}
+        predictor.gate.set()
+        assert client.post("/predict", files=upload(images.tile_png())).status_code == 200
+        assert 'status="500"' in client.get("/metrics").text

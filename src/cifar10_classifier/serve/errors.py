@@ -6,7 +6,6 @@ so a client needs one parser for every answer that is not a success.
 
 from __future__ import annotations
 
-import logging
 from typing import Any
 
 import orjson
@@ -16,8 +15,6 @@ from starlette.exceptions import HTTPException as StarletteHTTPException
 from starlette.responses import JSONResponse, Response
 
 from cifar10_classifier.preprocess import ImageDecodeError
-
-log = logging.getLogger("cifar10_classifier.serve")
 
 
 class JSONBytesResponse(JSONResponse):
@@ -111,6 +108,6 @@ def install_error_handlers(app: FastAPI) -> None:
 
     @app.exception_handler(Exception)
     async def _unexpected(request: Request, error: Exception) -> Response:
-        # Logged with its traceback for the operator; the client gets no internals.
-        log.exception("unhandled error on %s %s", request.method, request.url.path)
+        # Starlette re-raises after this answer, so uvicorn logs the traceback for the operator once; the client
+        # gets no internals.
         return JSONBytesResponse(error_body("internal_error", "internal server error"), status_code=500)

@@ -59,11 +59,13 @@ class RequestGuard:
             if bypass:
                 await self.app(scope, receive, send_and_watch)
             else:
+                deadline = asyncio.timeout(self.timeout_s)
                 try:
-                    async with asyncio.timeout(self.timeout_s):
+                    async with deadline:
                         await self.app(scope, receive, send_and_watch)
                 except TimeoutError:
-                    if response_started:  # too late for a clean answer: the connection closes mid-response
+                    # Ours only if our deadline fired; too late for a clean answer once the response has begun.
+                    if not deadline.expired() or response_started:
                         raise
                     status = 504
                     message = f"the request took longer than {self.timeout_s:g} s and was abandoned"
