@@ -72,6 +72,10 @@ class ModelRunner:
                 except ImageDecodeError as error:
                     results[index] = error  # fails this request only
                     continue
+                except Exception as error:  # a decoder bug on a hostile file must not fail the whole batch
+                    log.warning("decoder failed on an upload: %r", error)
+                    results[index] = ImageDecodeError("corrupt", f"the image could not be decoded ({error!r})")
+                    continue
                 image_slots.append((index, time.perf_counter() - started))
             else:
                 tensors.append(item)
