@@ -141,7 +141,7 @@ class ModelState:
             predictor = predictor or load_predictor(settings)
             warm_up(predictor, settings)
         except ModelLoadError as error:
-            log.error("model unavailable: %s", error)
+            log.warning("serving without a model: %s", error)
             self.set_unavailable(str(error))
             return
         except Exception as error:  # a model that loads but cannot run: say so, keep serving health and the page
