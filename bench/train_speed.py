@@ -1,0 +1,148 @@
+"""Train each recipe on the shared archive and record time, throughput and test accuracy.
+
+    python bench/train_speed.py --data ../shared/datasets/cifar10-jpeg.tar.gz [--recipes fast,fast-small,classic]
+        [--seeds 2] [--nproc 1]
+
+Each run is a real `cifar10 train` process; its time is training plus the final test-time-augmented evaluation
+(the dataset is decoded into the cache first, outside the timing). Writes bench/results/train_speed.json and
+train_speed.md. Also reports training throughput as a fraction of this machine's measured peak matmul
+throughput in the same dtype, so the distance to the hardware limit is on record.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import torch
+from common import DEFAULT_DATA, write_results
+
+from cifar10_classifier.data import load_dataset
+from cifar10_classifier.models import create_model
+from cifar10_classifier.recipes import resolve_recipe
+
+
+def peak_matmul_gflops(dtype: torch.dtype, size: int = 2048, repeats: int = 10) -> float:
+    a, b = torch.randn(size, size, dtype=dtype), torch.randn(size, size, dtype=dtype)
+    for _ in range(2):
+        a @ b
+    started = time.perf_counter()
+    for _ in range(repeats):
+        a @ b
+    return 2 * size**3 * repeats / (time.perf_counter() - started) / 1e9
+
+
+def training_flops_per_image(recipe_name: str) -> float:
+    """Forward FLOPs x 3 (forward + two backward matmuls), counted by torch's FLOP counter."""
+    from torch.utils.flop_counter import FlopCounterMode
+
+    recipe = resolve_recipe(recipe_name)
+    model = create_model(recipe.model, **recipe.model_config)
+    counter = FlopCounterMode(display=False)
+    with counter, torch.no_grad():
+        model(torch.randn(1, 3, 32, 32))
+    return 3.0 * counter.get_total_flops()
+
+
+def run_recipe(recipe: str, seed: int, data: str, runs_dir: Path, nproc: int) -> dict:
+    out = runs_dir / (f"{recipe}-seed{seed}" + ("" if nproc == 1 else f"-np{nproc}"))
+    command = [
+        sys.executable,
+        "-m",
+        "cifar10_classifier",
+        "train",
+        "--recipe",
+        recipe,
+        "--data",
+        data,
+        "--out",
+        str(out),
+        "--seed",
+        str(seed),
+        "--force",
+    ]
+    if nproc > 1:
+        command += ["--nproc", str(nproc)]
+    print(f"$ {' '.join(command)}", flush=True)
+    started = time.perf_counter()
+    subprocess.run(command, check=True, env={**os.environ, "CI": "1"})
+    process_seconds = time.perf_counter() - started
+    card = json.loads((out / "model.json").read_text())
+    metrics = json.loads((out / "metrics.json").read_text())
+    history = json.loads((out / "history.json").read_text())
+    images = sum(row["images_per_second"] * row["epoch_seconds"] for row in history)
+    train_only = sum(row["epoch_seconds"] for row in history)
+    return {
+        "recipe": recipe,
+        "seed": seed,
+        "nproc": nproc,
+        "epochs": len(history),
+        "train_seconds": card["train_and_eval_seconds"],
+        "train_only_seconds": round(train_only, 1),
+        "process_seconds": round(process_seconds, 1),
+        "images_per_second": round(images / train_only, 1),
+        "test_accuracy": metrics["test_accuracy"],
+        "test_accuracy_tta": metrics["test_accuracy_tta"],
+        "tta_level": metrics["tta_level"],
+        "run": str(out),
+    }
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--data", default=str(DEFAULT_DATA))
+    parser.add_argument("--recipes", default="fast,fast-small,classic")
+    parser.add_argument("--seeds", type=int, default=2, help="seeds for fast and fast-small (classic runs one)")
+    parser.add_argument("--nproc", default="1", help="comma-separated process counts, e.g. 1,2")
+    parser.add_argument("--runs-dir", type=Path, default=Path("runs/bench"))
+    parser.add_argument("--name", default="train_speed")
+    args = parser.parse_args()
+
+    load_dataset(args.data)  # decode into the cache once, outside every timing
+    torch.set_num_threads(os.cpu_count() or 1)
+    peak = {"fp32": round(peak_matmul_gflops(torch.float32), 1)}
+    runs = []
+    for recipe in args.recipes.split(","):
+        seeds = 1 if recipe == "classic" else args.seeds
+        for nproc in (int(n) for n in args.nproc.split(",")):
+            for seed in range(seeds):
+                result = run_recipe(recipe, seed, args.data, args.runs_dir, nproc)
+                flops = training_flops_per_image(recipe)
+                result["training_gflops_per_image"] = round(flops / 1e9, 3)
+                result["fraction_of_peak_fp32"] = round(result["images_per_second"] * flops / 1e9 / peak["fp32"], 3)
+                runs.append(result)
+                print(json.dumps(result), flush=True)
+
+    summary = {}
+    for run in runs:
+        key = (run["recipe"], run["nproc"])
+        summary.setdefault(key, []).append(run)
+    lines = [
+        f"Peak fp32 matmul: {peak['fp32']} GFLOP/s.",
+        "",
+        "| recipe | procs | seeds | epochs | wall-clock s (train + TTA eval) | images/s | % of peak | "
+        "test acc | test acc TTA |",
+        "|---|---|---|---|---|---|---|---|---|",
+    ]
+    for (recipe, nproc), group in summary.items():
+
+        def mean(field, group=group):
+            return sum(r[field] for r in group) / len(group)
+
+        lines.append(
+            f"| {recipe} | {nproc} | {len(group)} | {group[0]['epochs']} | {mean('train_seconds'):.0f} | "
+            f"{mean('images_per_second'):.0f} | {mean('fraction_of_peak_fp32'):.0%} | "
+            f"{mean('test_accuracy'):.2%} | {mean('test_accuracy_tta'):.2%} |"
+        )
+    lines += ["", "Each row is the mean over its seeds; every run is listed in train_speed.json."]
+    write_results(args.name, {"peak_matmul_gflops": peak, "runs": runs}, lines)
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
