@@ -66,7 +66,9 @@ def main(argv: list[str] | None = None) -> int:
     from cifar10_classifier.preprocess import ImageDecodeError
 
     parser = build_parser()
+    argv = sys.argv[1:] if argv is None else list(argv)
     args = parser.parse_args(argv)
+    args.command_line = argv  # `train --nproc N` hands it on to torchrun unchanged
     try:
         return int(args.handler(args) or 0)
     except (DataError, UserError, ImageDecodeError) as error:

@@ -4,8 +4,6 @@ from __future__ import annotations
 
 import argparse
 import os
-import shutil
-import subprocess
 import sys
 from pathlib import Path
 
@@ -22,9 +20,14 @@ def _parse_set(values: list[str]) -> dict:
 
 def cmd_train(args: argparse.Namespace) -> int:
     if args.nproc and args.nproc > 1 and "LOCAL_RANK" not in os.environ:
-        return _launch_torchrun(args.nproc)
+        return _launch_torchrun(args.nproc, args.command_line)
     from cifar10_classifier.cli import UserError
-    from cifar10_classifier.distributed import distributed_context, shutdown_distributed
+    from cifar10_classifier.distributed import (
+        DistributedFailure,
+        collective_failures_explained,
+        distributed_context,
+        shutdown_distributed,
+    )
     from cifar10_classifier.recipes import load_config_file, resolve_recipe
     from cifar10_classifier.train import RunFolderError, TrainJob, run_training_job
 
@@ -53,37 +56,48 @@ def cmd_train(args: argparse.Namespace) -> int:
     )
     dist = distributed_context()
     try:
-        run_training_job(job, dist)
+        with collective_failures_explained(dist):
+            run_training_job(job, dist)
     except RunFolderError as error:
+        if not dist.is_main:
+            return 2  # rank 0's verdict, raised on every rank; rank 0 says it
         raise UserError(str(error)) from error
+    except DistributedFailure as error:
+        print(f"error: {error}", file=sys.stderr)
+        return 1
     except KeyboardInterrupt:
-        print(
-            f"interrupted: the last completed epoch is saved in {out_dir}/checkpoint.pt; continue with --resume",
-            file=sys.stderr,
-        )
+        if dist.is_main:
+            print(
+                f"interrupted: the last completed epoch is saved in {out_dir}/checkpoint.pt; continue with --resume",
+                file=sys.stderr,
+            )
         return 130
     finally:
         shutdown_distributed()
     return 0
 
 
-def _launch_torchrun(nproc: int) -> int:
-    """`cifar10 train --nproc N` = `torchrun --nproc_per_node=N -m cifar10_classifier train ...`."""
-    argv = [a for a in sys.argv[1:]]
-    cleaned, skip = [], False
-    for item in argv:
-        if skip:
-            skip = False
-            continue
-        if item == "--nproc":
-            skip = True
-            continue
-        if item.startswith("--nproc="):
-            continue
-        cleaned.append(item)
-    torchrun = shutil.which("torchrun") or str(Path(sys.executable).with_name("torchrun"))
-    command = [torchrun, "--standalone", f"--nproc_per_node={nproc}", "-m", "cifar10_classifier", *cleaned]
-    return subprocess.call(command)
+def _launch_torchrun(nproc: int, command_line: list[str]) -> int:
+    """`cifar10 train --nproc N ...` = `torchrun --standalone --nproc-per-node=N -m cifar10_classifier train ...`,
+    run in this process (torchrun's own code) so the exit code of the first rank that failed comes back as ours.
+
+    The arguments pass through unchanged: the workers see LOCAL_RANK and do not launch again.
+    """
+    from torch.distributed.elastic.multiprocessing.api import SignalException
+    from torch.distributed.elastic.multiprocessing.errors import ChildFailedError
+    from torch.distributed.run import parse_args, run
+
+    try:
+        run(parse_args(["--standalone", f"--nproc-per-node={nproc}", "-m", "cifar10_classifier", *command_line]))
+    except ChildFailedError as error:
+        rank, failure = error.get_first_failure()
+        # A negative exit code is a signal: report it the way a shell does (128 + signal number).
+        code = failure.exitcode if failure.exitcode > 0 else 128 - failure.exitcode
+        print(f"error: rank {rank} exited with code {code}; torchrun stopped the other ranks", file=sys.stderr)
+        return code
+    except SignalException as error:
+        return 128 + int(error.sigval)
+    return 0
 
 
 def cmd_evaluate(args: argparse.Namespace) -> int:

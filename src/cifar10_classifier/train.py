@@ -23,6 +23,12 @@ import torch.nn.functional as F
 from cifar10_classifier import CLASSES, augment
 from cifar10_classifier.atomic import atomic_path, atomic_write_text
 from cifar10_classifier.data import Dataset, stratified_split
+from cifar10_classifier.distributed import (
+    DistributedContext,
+    average_batchnorm_statistics,
+    convert_sync_batchnorm,
+    main_decides,
+)
 from cifar10_classifier.machine import cpu_has_native_bf16, machine_info
 from cifar10_classifier.models import create_model
 from cifar10_classifier.preprocess import IMAGE_SIZE, MEAN_RGB, RESIZE_FILTER, STD_RGB
@@ -36,20 +42,6 @@ HISTORY_NAME = "history.json"
 
 class RunFolderError(Exception):
     """The run folder exists and would be overwritten, or a checkpoint cannot be resumed."""
-
-
-@dataclass
-class DistributedContext:
-    rank: int = 0
-    world_size: int = 1
-
-    @property
-    def is_main(self) -> bool:
-        return self.rank == 0
-
-    @property
-    def enabled(self) -> bool:
-        return self.world_size > 1
 
 
 @dataclass
@@ -173,10 +165,24 @@ def save_checkpoint(path: Path, model, optimizer, state: TrainState, generator: 
         torch.save(payload, temp_path)
 
 
-def load_checkpoint(path: Path, model, optimizer, generator: torch.Generator) -> TrainState:
+def _unresumable(path: Path, error: Exception) -> RunFolderError:
+    return RunFolderError(f"{path}: cannot resume from this checkpoint ({error}); start again with --force")
+
+
+def _read_checkpoint(path: Path) -> dict:
     try:
         # weights_only: a checkpoint is data, never code, even if someone else wrote it.
-        payload = torch.load(path, map_location="cpu", weights_only=True)
+        return torch.load(path, map_location="cpu", weights_only=True)
+    except Exception as error:
+        raise _unresumable(path, error) from error
+
+
+def load_checkpoint(
+    path: Path, model, optimizer, generator: torch.Generator, dist: DistributedContext | None = None
+) -> TrainState:
+    # Rank 0 reads the file and sends it to the others: only its machine needs the run folder.
+    payload = main_decides(dist or DistributedContext(), lambda: _read_checkpoint(path))
+    try:
         model.load_state_dict(payload["model"])
         optimizer.load_state_dict(payload["optimizer"])
         generator.set_state(payload["generator"])
@@ -184,9 +190,7 @@ def load_checkpoint(path: Path, model, optimizer, generator: torch.Generator) ->
         state = TrainState(**payload["state"])
         state.best_model_state = payload["best_model_state"]
     except Exception as error:
-        raise RunFolderError(
-            f"{path}: cannot resume from this checkpoint ({error}); start again with --force"
-        ) from error
+        raise _unresumable(path, error) from error
     return state
 
 
@@ -284,10 +288,11 @@ def train(
     """Train `recipe` on `dataset` into `out_dir` -> (model with final weights, state, card)."""
     dist = dist or DistributedContext()
     out_dir = Path(out_dir)
-    has_checkpoint = prepare_run_folder(out_dir, resume, force) if dist.is_main else resume
-    if dist.enabled:
-        torch.distributed.barrier()
-    device = choose_device() if not dist.enabled or not torch.cuda.is_available() else torch.device("cuda", dist.rank)
+    # Rank 0 owns the run folder; the others wait for its verdict (and raise its error, if any).
+    has_checkpoint = main_decides(dist, lambda: prepare_run_folder(out_dir, resume, force))
+    device = choose_device()
+    if dist.enabled and device.type == "cuda":
+        device = torch.device("cuda", dist.local_rank)
     if recipe.threads:
         torch.set_num_threads(recipe.threads)
     bf16 = use_bf16(recipe, device)
@@ -306,7 +311,7 @@ def train(
     if hasattr(model, "init_whitening"):
         model.init_whitening(train_images[: recipe.whiten_images].float().cpu())
     if recipe.sync_batchnorm and dist.enabled:
-        model = torch.nn.SyncBatchNorm.convert_sync_batchnorm(model)
+        model = convert_sync_batchnorm(model, device)
     model = model.to(device)
     if recipe.channels_last:
         model = model.to(memory_format=torch.channels_last)
@@ -314,11 +319,11 @@ def train(
 
     state = TrainState()
     if has_checkpoint:
-        state = load_checkpoint(out_dir / CHECKPOINT_NAME, model, optimizer, generator)
+        state = load_checkpoint(out_dir / CHECKPOINT_NAME, model, optimizer, generator, dist)
     trained_model = model
     if dist.enabled:
         trained_model = torch.nn.parallel.DistributedDataParallel(
-            model, device_ids=[device.index] if device.type == "cuda" else None, broadcast_buffers=False
+            model, device_ids=[device.index] if device.type == "cuda" else None, forward_sync_buffers=False
         )
 
     if dist.is_main:
@@ -402,6 +407,7 @@ def train(
             totals = torch.stack([loss_sum.float(), correct.float(), torch.tensor(float(seen), device=device)])
             torch.distributed.all_reduce(totals)
             loss_sum, correct, seen = totals[0], totals[1], int(totals[2].item())
+            average_batchnorm_statistics(model, dist)  # unsynchronised BN: every rank ends the epoch with one model
         epoch_seconds = time.perf_counter() - epoch_started
         state.train_seconds += epoch_seconds
         row = {
@@ -416,8 +422,9 @@ def train(
             "elapsed_seconds": state.train_seconds,
         }
         if len(val_labels):
-            row["val_loss"], row["val_accuracy"] = evaluate_loss_accuracy(
-                model, val_images, val_labels, recipe.eval_batch_size, bf16
+            # Rank 0's numbers on every rank: early stopping and the plateau schedule decide the same everywhere.
+            row["val_loss"], row["val_accuracy"] = main_decides(
+                dist, lambda: evaluate_loss_accuracy(model, val_images, val_labels, recipe.eval_batch_size, bf16)
             )
         state.history.append(row)
         state.epoch = epoch
