@@ -27,7 +27,10 @@ def test_fast_net_whitening_and_frozen_parts():
     model = create_model("fast-net", widths=(8, 16, 16))
     assert not model.whiten.weight.requires_grad
     assert not model.blocks[0].norm1.weight.requires_grad  # BN without learned scale
-    images = torch.randn(64, 3, 32, 32) * torch.tensor([1.0, 2.0, 0.5]).view(1, 3, 1, 1)
+    # Spatially correlated images (smoothed noise, stronger along rows than columns): a whitening filter that
+    # mixed up kernel rows and columns would leave these patches correlated.
+    noise = torch.randn(64, 3, 34, 34) * torch.tensor([1.0, 2.0, 0.5]).view(1, 3, 1, 1)
+    images = noise[:, :, 1:33, 2:34] + 0.8 * noise[:, :, 1:33, 1:33] + 0.3 * noise[:, :, :32, 2:34]
     model.init_whitening(images)
     # The whitened patches of the data are decorrelated: covariance of the first half of channels ~ identity.
     with torch.no_grad():

@@ -21,7 +21,7 @@ class Recipe:
     optimizer: str = "sgd-nesterov"  # or "adam"
     lr: float = 1e-3  # per-sample learning rate when loss_reduction == "sum", else the usual step size
     momentum: float = 0.9
-    weight_decay: float = 0.0
+    weight_decay: float = 0.0  # per sample when loss_reduction == "sum" (see train.build_optimizer)
     bias_lr_scale: float = 1.0  # BN shifts learn this much faster (airbench: 64), with wd divided by it
     loss_reduction: str = "mean"  # "sum" makes lr a per-sample rate that is independent of the batch size
     label_smoothing: float = 0.0
@@ -86,7 +86,7 @@ RECIPES: dict[str, Recipe] = {
         optimizer="sgd-nesterov",
         lr=11.5 / (1024 * (1 + 1 / (1 - 0.85))),
         momentum=0.85,
-        weight_decay=0.0153 * 1024 / (1024 * (1 + 1 / (1 - 0.85))),
+        weight_decay=0.0153 / (1024 * (1 + 1 / (1 - 0.85))),  # per sample: airbench's 0.0153 at batch 1024
         bias_lr_scale=64.0,
         loss_reduction="sum",
         label_smoothing=0.2,

@@ -78,13 +78,11 @@ class FastNet(nn.Module):
         """Set the frozen first conv to the ZCA-like eigenbasis of the data's patches (images: (N, 3, H, W))."""
         k = self.config.whiten_kernel
         patches = images.float().unfold(2, k, 1).unfold(3, k, 1)  # (N, 3, H', W', k, k)
-        patches = patches.transpose(1, 3).reshape(-1, 3 * k * k)  # (N * H' * W', 3 k k)
+        patches = patches.transpose(1, 3).reshape(-1, 3 * k * k)  # (N * W' * H', 3 k k) in (C, kh, kw) order
         patches = patches - patches.mean(dim=0)
         covariance = patches.T @ patches / len(patches)
         eigenvalues, eigenvectors = torch.linalg.eigh(covariance)
         filters = (eigenvectors.T / torch.sqrt(eigenvalues + eps)[:, None]).reshape(-1, 3, k, k)
-        # reshape order above is (W', H', ...) swapped back: unfold gives (.., kh, kw) after transpose(1,3)
-        filters = filters.transpose(2, 3)
         half = self.config.whiten_width // 2
         self.whiten.weight.copy_(torch.cat([filters[-half:], -filters[-half:]]))
 

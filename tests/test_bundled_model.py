@@ -1,0 +1,47 @@
+"""The int8 model shipped in the package: a fresh clone predicts and serves with no training and no download."""
+
+import numpy as np
+import pytest
+from conftest import SHARED_ARCHIVE, png_bytes
+
+from cifar10_classifier import CLASSES
+from cifar10_classifier.inference import Predictor, bundled_model_path
+
+pytestmark = pytest.mark.skipif(not bundled_model_path().is_file(), reason="no bundled model in this checkout")
+
+
+def test_bundled_model_loads_with_its_card():
+    predictor = Predictor()
+    card = predictor.card
+    assert tuple(card["classes"]) == CLASSES
+    assert card["format"] == "onnx-int8" and card["recipe"] == "fast"
+    assert card["accuracy"]["onnx_int8"] > 0.85
+    assert {"mean", "std", "resize_filter", "size"} <= set(card["input"])
+    assert card["machine"]["cpu"] and card["train_seconds"] > 0
+
+
+def test_bundled_model_classifies_real_test_images():
+    if not SHARED_ARCHIVE.is_file():
+        pytest.skip(f"{SHARED_ARCHIVE} is absent: real test images unavailable")
+    from cifar10_classifier.data import load_dataset
+
+    dataset = load_dataset(SHARED_ARCHIVE)
+    predictor = Predictor()
+    # Two images per class, sent as PNG bytes through the same path the server uses.
+    picks = np.concatenate([np.flatnonzero(np.asarray(dataset.test.labels) == c)[:2] for c in range(10)])
+    correct = sum(
+        predictor.predict_bytes(png_bytes(np.asarray(dataset.test.images_uint8[i]))).class_index
+        == int(dataset.test.labels[i])
+        for i in picks
+    )
+    assert correct >= 16, f"{correct}/20 correct"
+
+
+def test_bundled_model_is_consistent_on_rendered_images():
+    predictor = Predictor()
+    rng = np.random.default_rng(0)
+    image = rng.integers(0, 256, size=(32, 32, 3), dtype=np.uint8)
+    first = predictor.predict_bytes(png_bytes(image), top_k=10)
+    again = predictor.predict_bytes(png_bytes(image), top_k=10)
+    assert first == again
+    assert sum(p for _, p in first.top_k) == pytest.approx(1.0, abs=1e-4)
