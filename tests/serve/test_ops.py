@@ -52,7 +52,12 @@ def test_openapi_and_docs(client):
         assert path in schema["paths"], path
     body = schema["paths"]["/predict"]["post"]["requestBody"]["content"]["multipart/form-data"]["schema"]
     assert body["required"] == ["file"]
-    assert client.get("/docs").status_code == 200
+    docs = client.get("/docs")
+    assert docs.status_code == 200
+    # Offline docs: every asset comes from the app itself, none from a CDN.
+    assert "cdn" not in docs.text.lower() and "/static/swagger/swagger-ui-bundle.js" in docs.text
+    assert client.get("/static/swagger/swagger-ui-bundle.js").status_code == 200
+    assert client.get("/static/swagger/swagger-ui.css").status_code == 200
 
 
 def test_the_page_and_its_files_are_served_by_the_app(client):

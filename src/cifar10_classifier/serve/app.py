@@ -47,6 +47,7 @@ def create_app(settings: Settings | None = None, *, predictor: PredictorLike | N
         default_response_class=JSONBytesResponse,
         # FastAPI's OpenTelemetry hooks probe the environment on every request; /metrics is our telemetry.
         telemetry={"tracing": False, "metrics": False, "logs": False},
+        docs_url=None,  # served below from our own static files: FastAPI's default loads Swagger UI from a CDN
     )
     app.state.context = context
     install_error_handlers(app)
@@ -55,6 +56,7 @@ def create_app(settings: Settings | None = None, *, predictor: PredictorLike | N
     app.include_router(ops.router)
     app.include_router(page.router)
     app.mount("/static", page.static_files(), name="static")
+    page.add_offline_docs(app)
     app.add_middleware(RequestGuard, settings=settings, metrics=context.metrics)
     return app
 
