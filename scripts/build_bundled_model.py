@@ -22,6 +22,36 @@ from cifar10_classifier.export import INT8_NAME, ExportConfig, export_run
 BUNDLED = Path(__file__).resolve().parents[1] / "src" / "cifar10_classifier" / "bundled"
 
 
+def model_card_markdown(card: dict) -> str:
+    """What was measured, on what, with how many runs: the human-readable side of the JSON card."""
+    accuracy, machine, quantization = card.get("accuracy", {}), card.get("machine", {}), card.get("quantization", {})
+    return "\n".join(
+        [
+            f"# Bundled model: {card['name']} ({card['version']})",
+            "",
+            f"- Recipe `{card['recipe']}` (model `{card['model']}`, config `{json.dumps(card['model_config'])}`), "
+            f"seed {card.get('seed', 0)}, {card['epochs_trained']} epochs, one training run.",
+            f"- Trained on `{card['data']['source']}` (sha256 `{card['data']['sha256'][:16]}...`) in "
+            f"{card['train_seconds']:.0f} s of training ({card.get('train_and_eval_seconds', 0):.0f} s with the "
+            f"test evaluation) on {machine.get('cpu', '?')}, {machine.get('cores', '?')} cores, torch "
+            f"{machine.get('torch', '?')}.",
+            f"- Test accuracy (10,000 test images): PyTorch {accuracy.get('test', 0):.2%} without TTA, "
+            f"{accuracy.get('test_tta', 0):.2%} with the recipe's TTA (level {accuracy.get('tta_level', 0)}); "
+            f"this file, int8 ONNX with TTA level {card['tta_level']} in its graph: {accuracy.get('onnx_int8', 0):.2%} "
+            f"(fp32 ONNX {accuracy.get('onnx_fp32', 0):.2%}).",
+            f"- Quantization: {quantization.get('format')} static, weights {quantization.get('weights')}, activations "
+            f"{quantization.get('activations')}, {quantization.get('calibration')} calibration on "
+            f"{quantization.get('calibration_images')} training images (never test images).",
+            f"- Input: RGB resized to {card['input']['size']}x{card['input']['size']} "
+            f"({card['input']['resize_filter']} filter), normalised with mean {card['input']['mean']} "
+            f"and std {card['input']['std']} (0-255 units).",
+            "",
+            "Rebuild with `make bundled-model` (scripts/build_bundled_model.py).",
+            "",
+        ]
+    )
+
+
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--data", required=True)

@@ -85,8 +85,11 @@ def build_optimizer(model: torch.nn.Module, recipe: Recipe) -> torch.optim.Optim
     norm_biases = [p for n, p in model.named_parameters() if p.requires_grad and "norm" in n and n.endswith("bias")]
     norm_ids = {id(p) for p in norm_biases}
     others = [p for p in model.parameters() if p.requires_grad and id(p) not in norm_ids]
+    # With a summed loss the gradient grows with the batch, so weight decay is given per sample and scaled by
+    # the batch size here: the decay per epoch then stays the same whatever the batch size.
+    weight_decay = recipe.weight_decay * (recipe.batch_size if recipe.loss_reduction == "sum" else 1)
     groups = [
-        {"params": others, "lr": recipe.lr, "weight_decay": recipe.weight_decay, "base_lr": recipe.lr},
+        {"params": others, "lr": recipe.lr, "weight_decay": weight_decay, "base_lr": recipe.lr},
     ]
     if norm_biases:
         scale = recipe.bias_lr_scale
@@ -94,7 +97,7 @@ def build_optimizer(model: torch.nn.Module, recipe: Recipe) -> torch.optim.Optim
             {
                 "params": norm_biases,
                 "lr": recipe.lr * scale,
-                "weight_decay": recipe.weight_decay / scale,
+                "weight_decay": weight_decay / scale,
                 "base_lr": recipe.lr * scale,
             }
         )
@@ -258,6 +261,7 @@ def model_card(recipe: Recipe, model_config: dict, dataset: Dataset, state: Trai
         "model": recipe.model,
         "model_config": model_config,
         "recipe": recipe.name,
+        "seed": recipe.seed,
         "classes": list(CLASSES),
         "input": {
             "size": IMAGE_SIZE,
