@@ -19,17 +19,8 @@ def _parse_set(values: list[str]) -> dict:
 
 
 def cmd_train(args: argparse.Namespace) -> int:
-    if args.nproc and args.nproc > 1 and "LOCAL_RANK" not in os.environ:
-        return _launch_torchrun(args.nproc, args.command_line)
     from cifar10_classifier.cli import UserError
-    from cifar10_classifier.distributed import (
-        DistributedFailure,
-        collective_failures_explained,
-        distributed_context,
-        shutdown_distributed,
-    )
     from cifar10_classifier.recipes import load_config_file, resolve_recipe
-    from cifar10_classifier.train import RunFolderError, TrainJob, run_training_job
 
     overrides: dict = {}
     if args.config:
@@ -42,6 +33,18 @@ def cmd_train(args: argparse.Namespace) -> int:
         recipe = resolve_recipe(args.recipe, overrides)
     except KeyError as error:
         raise UserError(str(error.args[0])) from error
+    if args.nproc and args.nproc > 1 and "LOCAL_RANK" not in os.environ:
+        return _launch_torchrun(args.nproc, args.command_line)  # the recipe is checked before any process starts
+
+    from cifar10_classifier.distributed import (
+        DistributedContext,
+        DistributedFailure,
+        collective_failures_explained,
+        distributed_context,
+        shutdown_distributed,
+    )
+    from cifar10_classifier.train import RunFolderError, TrainJob, run_training_job
+
     out_dir = args.out or Path("runs") / recipe.name
     job = TrainJob(
         recipe=recipe,
@@ -54,8 +57,9 @@ def cmd_train(args: argparse.Namespace) -> int:
         skip_bad_images=args.skip_bad_images,
         show_progress=not args.quiet,
     )
-    dist = distributed_context()
+    dist = DistributedContext()  # until this process has joined the others
     try:
+        dist = distributed_context()
         with collective_failures_explained(dist):
             run_training_job(job, dist)
     except RunFolderError as error:
@@ -77,23 +81,38 @@ def cmd_train(args: argparse.Namespace) -> int:
     return 0
 
 
+def _without_nproc(command_line: list[str]) -> list[str]:
+    """The command line minus `--nproc N`: torchrun's own parser would read it as an ambiguous `--nproc-per-node`."""
+    kept, skip_value = [], False
+    for item in command_line:
+        if skip_value:
+            skip_value = False
+        elif item == "--nproc":
+            skip_value = True
+        elif not item.startswith("--nproc="):
+            kept.append(item)
+    return kept
+
+
 def _launch_torchrun(nproc: int, command_line: list[str]) -> int:
     """`cifar10 train --nproc N ...` = `torchrun --standalone --nproc-per-node=N -m cifar10_classifier train ...`,
     run in this process (torchrun's own code) so the exit code of the first rank that failed comes back as ours.
-
-    The arguments pass through unchanged: the workers see LOCAL_RANK and do not launch again.
     """
     from torch.distributed.elastic.multiprocessing.api import SignalException
     from torch.distributed.elastic.multiprocessing.errors import ChildFailedError
     from torch.distributed.run import parse_args, run
 
+    torchrun_args = ["--standalone", f"--nproc-per-node={nproc}", "-m", "cifar10_classifier"]
     try:
-        run(parse_args(["--standalone", f"--nproc-per-node={nproc}", "-m", "cifar10_classifier", *command_line]))
+        run(parse_args([*torchrun_args, *_without_nproc(command_line)]))
     except ChildFailedError as error:
         rank, failure = error.get_first_failure()
         # A negative exit code is a signal: report it the way a shell does (128 + signal number).
         code = failure.exitcode if failure.exitcode > 0 else 128 - failure.exitcode
-        print(f"error: rank {rank} exited with code {code}; torchrun stopped the other ranks", file=sys.stderr)
+        print(
+            f"error: {len(error.failures)} of {nproc} ranks failed; the first, rank {rank}, exited with code {code}",
+            file=sys.stderr,
+        )
         return code
     except SignalException as error:
         return 128 + int(error.sigval)

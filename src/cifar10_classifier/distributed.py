@@ -67,9 +67,11 @@ def distributed_context() -> DistributedContext:
         use_cuda = torch.cuda.is_available()
         if use_cuda:
             torch.cuda.set_device(local_rank)
-        torch_dist.init_process_group(
-            "nccl" if use_cuda else "gloo", timeout=datetime.timedelta(seconds=collective_timeout_seconds())
-        )
+        # Joining is the first collective: a rank that never shows up fails it after the same timeout.
+        with collective_failures_explained(DistributedContext(int(os.environ.get("RANK", "0")), world_size)):
+            torch_dist.init_process_group(
+                "nccl" if use_cuda else "gloo", timeout=datetime.timedelta(seconds=collective_timeout_seconds())
+            )
     return DistributedContext(torch_dist.get_rank(), torch_dist.get_world_size(), local_rank)
 
 
