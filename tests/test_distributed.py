@@ -235,6 +235,8 @@ def test_bad_recipe_fails_before_any_process_starts(capsys):
 
     assert main(["train", "--nproc", "2", "--recipe", "no-such-recipe"]) == 2
     assert "unknown recipe" in capsys.readouterr().err
+    assert main(["train", "--nproc", "3", "--batch-size", "40"]) == 2
+    assert "batch size 40 does not split over 3 processes" in capsys.readouterr().err
 
 
 def test_sync_batchnorm_conversion_keeps_parameters_frozen_flags_and_names():

@@ -34,7 +34,10 @@ def cmd_train(args: argparse.Namespace) -> int:
     except KeyError as error:
         raise UserError(str(error.args[0])) from error
     if args.nproc and args.nproc > 1 and "LOCAL_RANK" not in os.environ:
-        return _launch_torchrun(args.nproc, args.command_line)  # the recipe is checked before any process starts
+        # The recipe is checked before any process starts; every rank trains on batch_size / nproc images a step.
+        if recipe.batch_size % args.nproc:
+            raise UserError(f"batch size {recipe.batch_size} does not split over {args.nproc} processes")
+        return _launch_torchrun(args.nproc, args.command_line)
 
     from cifar10_classifier.distributed import (
         DistributedContext,

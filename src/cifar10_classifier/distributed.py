@@ -94,8 +94,8 @@ def collective_failures_explained(dist: DistributedContext) -> Iterator[None]:
         if not dist.enabled or not _is_collective_failure(error):
             raise
         # "[.../gloo/transport/tcp/pair.cc:537] Read error ...: Connection reset by peer. This is typically ..."
-        detail = re.sub(r"^\[[^\]]*\]\s*", "", str(error).strip().splitlines()[0] if str(error).strip() else "")
-        detail = detail.split(". ")[0][:160] or type(error).__name__
+        first_line = (str(error).strip().splitlines() or [type(error).__name__])[0]
+        detail = re.sub(r"^\[[^\]]*\]\s*", "", first_line).split(". ")[0][:160]
         if "timed out" in detail.lower() or "timeout" in type(error).__name__.lower():
             cause = f"another rank stopped answering for {collective_timeout_seconds()} s ({TIMEOUT_ENV})"
         else:
