@@ -49,7 +49,7 @@ def training_flops_per_image(recipe_name: str) -> float:
     return 3.0 * counter.get_total_flops()
 
 
-def run_recipe(recipe: str, seed: int, data: str, runs_dir: Path, nproc: int) -> dict:
+def run_recipe(recipe: str, seed: int, data: str, runs_dir: Path, nproc: int, overrides: list[str]) -> dict:
     out = runs_dir / (f"{recipe}-seed{seed}" + ("" if nproc == 1 else f"-np{nproc}"))
     command = [
         sys.executable,
@@ -68,9 +68,13 @@ def run_recipe(recipe: str, seed: int, data: str, runs_dir: Path, nproc: int) ->
     ]
     if nproc > 1:
         command += ["--nproc", str(nproc)]
+    for item in overrides:
+        command += ["--set", item]
     print(f"$ {' '.join(command)}", flush=True)
     started = time.perf_counter()
-    subprocess.run(command, check=True, env={**os.environ, "CI": "1"})
+    # N processes share the machine's cores: each gets cores / N threads, not torchrun's default of one.
+    threads = max(1, (os.cpu_count() or 1) // nproc)
+    subprocess.run(command, check=True, env={**os.environ, "CI": "1", "OMP_NUM_THREADS": str(threads)})
     process_seconds = time.perf_counter() - started
     card = json.loads((out / "model.json").read_text())
     metrics = json.loads((out / "metrics.json").read_text())
@@ -100,7 +104,8 @@ def main() -> int:
     parser.add_argument("--seeds", type=int, default=2, help="seeds for fast and fast-small (classic runs one)")
     parser.add_argument("--nproc", default="1", help="comma-separated process counts, e.g. 1,2")
     parser.add_argument("--runs-dir", type=Path, default=Path("runs/bench"))
-    parser.add_argument("--name", default="train_speed")
+    parser.add_argument("--name", default="train_speed", help="results file name (e.g. train_scaling)")
+    parser.add_argument("--set", action="append", default=[], metavar="KEY=VALUE", help="recipe override for all runs")
     args = parser.parse_args()
 
     load_dataset(args.data)  # decode into the cache once, outside every timing
@@ -111,7 +116,8 @@ def main() -> int:
         seeds = 1 if recipe == "classic" else args.seeds
         for nproc in (int(n) for n in args.nproc.split(",")):
             for seed in range(seeds):
-                result = run_recipe(recipe, seed, args.data, args.runs_dir, nproc)
+                result = run_recipe(recipe, seed, args.data, args.runs_dir, nproc, args.set)
+                result["overrides"] = args.set
                 flops = training_flops_per_image(recipe)
                 result["training_gflops_per_image"] = round(flops / 1e9, 3)
                 result["fraction_of_peak_fp32"] = round(result["images_per_second"] * flops / 1e9 / peak["fp32"], 3)
@@ -140,6 +146,8 @@ def main() -> int:
             f"{mean('test_accuracy'):.2%} | {mean('test_accuracy_tta'):.2%} |"
         )
     lines += ["", "Each row is the mean over its seeds; every run is listed in train_speed.json."]
+    if args.set:
+        lines.insert(0, f"Recipe overrides: {', '.join(args.set)}.")
     write_results(args.name, {"peak_matmul_gflops": peak, "runs": runs}, lines)
     return 0
 

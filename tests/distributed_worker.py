@@ -23,7 +23,7 @@ import time
 from pathlib import Path
 
 import torch
-from conftest import tiny_dataset
+from support import tiny_dataset
 
 import cifar10_classifier.data as data_module
 from cifar10_classifier import train as train_module

@@ -2,7 +2,7 @@
 
 import numpy as np
 import pytest
-from conftest import SHARED_ARCHIVE, png_bytes
+from support import SHARED_ARCHIVE, png_bytes
 
 from cifar10_classifier import CLASSES
 from cifar10_classifier.inference import Predictor, bundled_model_path

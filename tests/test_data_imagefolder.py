@@ -8,9 +8,9 @@ import zipfile
 
 import numpy as np
 import pytest
-from conftest import shared_archive_or_skip
 from fake_sources import add_tar_member, encode, image_folder_files, tree, write_files, write_tar, write_zip
 from PIL import Image
+from support import shared_archive_or_skip
 
 import cifar10_classifier.data as data_module
 from cifar10_classifier import CLASSES

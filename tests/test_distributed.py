@@ -17,7 +17,7 @@ from pathlib import Path
 
 import pytest
 import torch
-from conftest import png_bytes, tiny_dataset
+from support import png_bytes, tiny_dataset
 
 from cifar10_classifier import CLASSES
 from cifar10_classifier.recipes import resolve_recipe

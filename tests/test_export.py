@@ -67,7 +67,9 @@ def test_int8_past_the_accuracy_limit_is_refused_and_nothing_written(trained_run
     monkeypatch.setattr(data_module, "load_dataset", lambda *a, **k: dataset)
     real_accuracy = export_module.onnx_accuracy
     monkeypatch.setattr(
-        export_module, "onnx_accuracy", lambda path, *a: real_accuracy(path, *a) - (0.2 if "int8" in str(path) else 0.0)
+        export_module,
+        "onnx_accuracy",
+        lambda path, *a: real_accuracy(path, *a) - (0.2 if "int8" in Path(path).name else 0.0),
     )
     config = ExportConfig(out_dir=tmp_path / "export", calibration_images=100)
     with pytest.raises(ExportError, match="--allow-accuracy-drop"):

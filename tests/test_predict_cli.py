@@ -1,7 +1,7 @@
 import json
 
 import numpy as np
-from conftest import color_tile, png_bytes
+from support import color_tile, png_bytes
 
 from cifar10_classifier.cli import main
 

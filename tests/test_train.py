@@ -4,7 +4,7 @@ from dataclasses import replace
 
 import pytest
 import torch
-from conftest import tiny_dataset, tiny_recipe
+from support import tiny_dataset, tiny_recipe
 
 from cifar10_classifier import train as train_module
 from cifar10_classifier.train import CHECKPOINT_NAME, RunFolderError, lr_multiplier, train

@@ -2,7 +2,7 @@
 
 import numpy as np
 import pytest
-from conftest import shared_archive_or_skip
+from support import shared_archive_or_skip
 
 from cifar10_classifier.data import load_dataset
 from cifar10_classifier.evaluate import predict_logits

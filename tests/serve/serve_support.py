@@ -3,10 +3,8 @@
 from __future__ import annotations
 
 import contextlib
-import importlib.util
 import io
 import struct
-import sys
 import threading
 import time
 import zlib
@@ -16,24 +14,10 @@ from pathlib import Path
 import numpy as np
 from fastapi.testclient import TestClient
 from PIL import Image
+from support import build_tiny_onnx, color_tile  # noqa: F401 - re-exported for the serving tests
 
 from cifar10_classifier.serve.app import create_app
 from cifar10_classifier.serve.settings import Settings
-
-
-def _root_conftest():
-    # tests/conftest.py is imported by pytest as "conftest", a name nested conftests reuse: load it under our own.
-    name = "cifar10_tests_root_conftest"
-    if name not in sys.modules:
-        spec = importlib.util.spec_from_file_location(name, Path(__file__).resolve().parents[1] / "conftest.py")
-        module = importlib.util.module_from_spec(spec)
-        sys.modules[name] = module
-        spec.loader.exec_module(module)
-    return sys.modules[name]
-
-
-build_tiny_onnx = _root_conftest().build_tiny_onnx
-color_tile = _root_conftest().color_tile
 
 
 def encode(image: Image.Image, fmt: str = "PNG", **options) -> bytes:

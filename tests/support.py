@@ -1,0 +1,99 @@
+"""Helpers the tests share: tiny data and a tiny ONNX model the tests build themselves.
+
+A plain module, not conftest.py: `from conftest import ...` is ambiguous once tests/serve/ has a conftest too.
+"""
+
+from __future__ import annotations
+
+import io
+import json
+from pathlib import Path
+
+import numpy as np
+import pytest
+from PIL import Image
+
+from cifar10_classifier import CLASSES
+
+SHARED_ARCHIVE = Path(__file__).resolve().parents[1].parent / "shared" / "datasets" / "cifar10-jpeg.tar.gz"
+
+
+def shared_archive_or_skip() -> Path:
+    if not SHARED_ARCHIVE.is_file():
+        pytest.skip(f"real-data test: {SHARED_ARCHIVE} is absent (a fresh clone has no ../shared)")
+    return SHARED_ARCHIVE
+
+
+def png_bytes(array_uint8: np.ndarray, mode: str | None = None, fmt: str = "PNG") -> bytes:
+    buffer = io.BytesIO()
+    Image.fromarray(array_uint8, mode=mode).save(buffer, format=fmt)
+    return buffer.getvalue()
+
+
+def color_tile(class_index: int, size: int = 32) -> np.ndarray:
+    """A solid tile whose colour encodes the class: trivially learnable, so tiny trainings can be checked."""
+    rng = np.random.default_rng(class_index)
+    color = rng.integers(0, 256, size=3)
+    return np.broadcast_to(color, (size, size, 3)).astype(np.uint8).copy()
+
+
+def build_tiny_onnx(path: Path, card: dict | None = None) -> Path:
+    """A 1-layer ONNX classifier (global average pool -> linear) built with onnx.helper, no torch needed."""
+    import onnx
+    from onnx import TensorProto, helper, numpy_helper
+
+    rng = np.random.default_rng(0)
+    weight = rng.normal(size=(3, len(CLASSES))).astype(np.float32)
+    bias = np.zeros(len(CLASSES), dtype=np.float32)
+    nodes = [
+        helper.make_node("GlobalAveragePool", ["input"], ["pooled"]),
+        helper.make_node("Flatten", ["pooled"], ["flat"]),
+        helper.make_node("Gemm", ["flat", "weight", "bias"], ["logits"]),
+    ]
+    graph = helper.make_graph(
+        nodes,
+        "tiny",
+        [helper.make_tensor_value_info("input", TensorProto.FLOAT, ["batch", 3, 32, 32])],
+        [helper.make_tensor_value_info("logits", TensorProto.FLOAT, ["batch", len(CLASSES)])],
+        initializer=[numpy_helper.from_array(weight, "weight"), numpy_helper.from_array(bias, "bias")],
+    )
+    model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)])
+    model.ir_version = 8
+    card = card or {"name": "tiny-test-model", "version": "0", "classes": list(CLASSES)}
+    helper.set_model_props(model, {"cifar10_card": json.dumps(card)})
+    onnx.save(model, str(path))
+    return path
+
+
+def tiny_dataset(per_class_train: int = 20, per_class_test: int = 5, seed: int = 0):
+    """A learnable synthetic Dataset: each class is a colour with a little noise."""
+    from cifar10_classifier.data import Dataset, Split
+
+    rng = np.random.default_rng(seed)
+
+    def split(per_class: int) -> Split:
+        images, labels = [], []
+        for class_index in range(len(CLASSES)):
+            base = color_tile(class_index).astype(np.int16)
+            for _ in range(per_class):
+                noise = rng.integers(-20, 21, size=base.shape)
+                images.append(np.clip(base + noise, 0, 255).astype(np.uint8))
+                labels.append(class_index)
+        return Split(np.stack(images), np.asarray(labels, dtype=np.int64))
+
+    return Dataset(split(per_class_train), split(per_class_test), "synthetic", "0" * 64)
+
+
+def tiny_recipe(name: str = "fast", **overrides):
+    """A recipe shrunk to seconds: tiny widths, few epochs, small batches."""
+    from cifar10_classifier.recipes import resolve_recipe
+
+    small = {
+        "fast": {"model_config": {"widths": [8, 16, 16]}, "batch_size": 40, "epochs": 2, "whiten_images": 100},
+        "classic": {
+            "model_config": {"widths": [8, 16], "block_dropout": [0.1, 0.1], "dense_width": 16},
+            "batch_size": 32,
+            "epochs": 3,
+        },
+    }[name]
+    return resolve_recipe(name, {**small, **overrides})
