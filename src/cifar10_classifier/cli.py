@@ -11,13 +11,10 @@ import sys
 from pathlib import Path
 
 from cifar10_classifier import CLASSES
+from cifar10_classifier.errors import UserError
 
 
-class UserError(Exception):
-    """An error the user can fix; the CLI prints its message without a traceback."""
-
-
-def _add_data_arguments(parser: argparse.ArgumentParser, *, required: bool) -> None:
+def _add_data_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--cache-dir", type=Path, default=None, help="decoded-dataset cache (default $CIFAR10_CACHE)")
     parser.add_argument("--download", action="store_true", help="fetch the official archive (MD5-checked)")
     parser.add_argument("--skip-bad-images", action="store_true", help="skip and count corrupt images")
@@ -52,7 +49,7 @@ def build_parser() -> argparse.ArgumentParser:
     data_commands = data.add_subparsers(dest="data_command", required=True)
     info = data_commands.add_parser("info", help="count images per class and split")
     info.add_argument("source", nargs="?", help="archive, batches folder or image folder")
-    _add_data_arguments(info, required=False)
+    _add_data_arguments(info)
     info.set_defaults(handler=cmd_data_info)
 
     from cifar10_classifier.cli_jobs import register_jobs

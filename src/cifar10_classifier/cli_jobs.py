@@ -19,7 +19,7 @@ def _parse_set(values: list[str]) -> dict:
 
 
 def cmd_train(args: argparse.Namespace) -> int:
-    from cifar10_classifier.cli import UserError
+    from cifar10_classifier.errors import UserError
     from cifar10_classifier.recipes import load_config_file, resolve_recipe
 
     overrides: dict = {}
@@ -123,8 +123,8 @@ def _launch_torchrun(nproc: int, command_line: list[str]) -> int:
 
 
 def cmd_evaluate(args: argparse.Namespace) -> int:
-    from cifar10_classifier.cli import UserError
     from cifar10_classifier.data import load_dataset
+    from cifar10_classifier.errors import UserError
     from cifar10_classifier.evaluate import evaluate_model
     from cifar10_classifier.weights import WeightsError, load_weights, resolve_weights_folder
 
@@ -153,7 +153,7 @@ def cmd_evaluate(args: argparse.Namespace) -> int:
 
 
 def cmd_export(args: argparse.Namespace) -> int:
-    from cifar10_classifier.cli import UserError
+    from cifar10_classifier.errors import UserError
     from cifar10_classifier.export import ExportConfig, ExportError, export_run
     from cifar10_classifier.weights import WeightsError
 
@@ -196,7 +196,7 @@ def register_jobs(commands, add_data_arguments) -> None:
     train.add_argument("--force", action="store_true", help="overwrite an existing run folder")
     train.add_argument("--quiet", action="store_true", help="no progress output")
     train.add_argument("--nproc", type=int, default=0, help="launch N processes with torchrun (DDP)")
-    add_data_arguments(train, required=False)
+    add_data_arguments(train)
     train.set_defaults(handler=cmd_train)
 
     evaluate = commands.add_parser("evaluate", help="evaluate a run or weights on the test split")
@@ -204,7 +204,7 @@ def register_jobs(commands, add_data_arguments) -> None:
     evaluate.add_argument("--data", help="data source")
     evaluate.add_argument("--out", type=Path, help="where to write metrics and plots (default: the run folder)")
     evaluate.add_argument("--tta-level", type=int, default=None, help="override the recipe's TTA level")
-    add_data_arguments(evaluate, required=False)
+    add_data_arguments(evaluate)
     evaluate.set_defaults(handler=cmd_evaluate)
 
     export = commands.add_parser("export", help="export a run to fp32 and int8 ONNX")

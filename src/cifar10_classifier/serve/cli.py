@@ -80,7 +80,7 @@ def _stopped(signum, frame) -> None:
 def run(args: argparse.Namespace) -> int:
     import uvicorn
 
-    from cifar10_classifier.cli import UserError
+    from cifar10_classifier.errors import UserError
     from cifar10_classifier.serve.metrics import MULTIPROC_ENV
 
     settings = resolve_settings(args)
