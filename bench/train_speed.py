@@ -45,7 +45,7 @@ def training_flops_per_image(recipe_name: str) -> float:
     model = create_model(recipe.model, **recipe.model_config)
     counter = FlopCounterMode(display=False)
     with counter, torch.no_grad():
-        model(torch.randn(1, 3, 32, 32))
+        model.eval()(torch.randn(1, 3, 32, 32))  # eval: batch norm on one image is undefined in training mode
     return 3.0 * counter.get_total_flops()
 
 
@@ -75,7 +75,11 @@ def run_recipe(recipe: str, seed: int, data: str, runs_dir: Path, nproc: int, ov
     # N processes share the machine's cores: each gets cores / N threads, not torchrun's default of one.
     threads = max(1, (os.cpu_count() or 1) // nproc)
     subprocess.run(command, check=True, env={**os.environ, "CI": "1", "OMP_NUM_THREADS": str(threads)})
-    process_seconds = time.perf_counter() - started
+    return collect_run(out, recipe, seed, nproc, round(time.perf_counter() - started, 1))
+
+
+def collect_run(out: Path, recipe: str, seed: int, nproc: int, process_seconds: float | None) -> dict:
+    """A finished run folder -> its benchmark row (times from its card and history, accuracy from metrics)."""
     card = json.loads((out / "model.json").read_text())
     metrics = json.loads((out / "metrics.json").read_text())
     history = json.loads((out / "history.json").read_text())
@@ -88,7 +92,7 @@ def run_recipe(recipe: str, seed: int, data: str, runs_dir: Path, nproc: int, ov
         "epochs": len(history),
         "train_seconds": card["train_and_eval_seconds"],
         "train_only_seconds": round(train_only, 1),
-        "process_seconds": round(process_seconds, 1),
+        "process_seconds": process_seconds,
         "images_per_second": round(images / train_only, 1),
         "test_accuracy": metrics["test_accuracy"],
         "test_accuracy_tta": metrics["test_accuracy_tta"],
@@ -105,6 +109,12 @@ def main() -> int:
     parser.add_argument("--nproc", default="1", help="comma-separated process counts, e.g. 1,2")
     parser.add_argument("--runs-dir", type=Path, default=Path("runs/bench"))
     parser.add_argument("--name", default="train_speed", help="results file name (e.g. train_scaling)")
+    parser.add_argument(
+        "--collect",
+        action="store_true",
+        help="summarise the finished run folders in --runs-dir instead of training (process_seconds "
+        "is then unknown); for when a summary step failed after the runs completed",
+    )
     parser.add_argument("--set", action="append", default=[], metavar="KEY=VALUE", help="recipe override for all runs")
     args = parser.parse_args()
 
@@ -116,7 +126,11 @@ def main() -> int:
         seeds = 1 if recipe == "classic" else args.seeds
         for nproc in (int(n) for n in args.nproc.split(",")):
             for seed in range(seeds):
-                result = run_recipe(recipe, seed, args.data, args.runs_dir, nproc, args.set)
+                if args.collect:
+                    name = f"{recipe}-seed{seed}" + ("" if nproc == 1 else f"-np{nproc}")
+                    result = collect_run(args.runs_dir / name, recipe, seed, nproc, None)
+                else:
+                    result = run_recipe(recipe, seed, args.data, args.runs_dir, nproc, args.set)
                 result["overrides"] = args.set
                 flops = training_flops_per_image(recipe)
                 result["training_gflops_per_image"] = round(flops / 1e9, 3)

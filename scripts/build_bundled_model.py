@@ -52,9 +52,14 @@ def model_card_markdown(card: dict) -> str:
     )
 
 
+def write_model_card() -> None:
+    card = json.loads((BUNDLED / INT8_NAME).with_suffix(".json").read_text())
+    atomic_write_text(BUNDLED / "MODEL_CARD.md", model_card_markdown(card))
+
+
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--data", required=True)
+    parser.add_argument("--data")
     parser.add_argument("--recipe", default="fast")
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--from-run", type=Path, help="a finished run of the same recipe and seed")
@@ -62,8 +67,14 @@ def main() -> int:
     # The served graph runs one view per image: the recipe's 6-view TTA would cost 6x the latency and cut the
     # server's throughput by as much, for under a point of accuracy. The card records this graph's own accuracy.
     parser.add_argument("--tta-level", type=int, default=0, help="TTA folded into the bundled graph (default 0)")
+    parser.add_argument("--card-only", action="store_true", help="only rewrite MODEL_CARD.md from the bundled card")
     args = parser.parse_args()
+    if args.card_only:
+        write_model_card()
+        return 0
 
+    if not args.data:
+        parser.error("--data is required to build the model")
     run = args.from_run
     if run is None:
         run = args.work / "train"
@@ -94,6 +105,7 @@ def main() -> int:
     with atomic_path(BUNDLED / INT8_NAME) as temp_path:
         shutil.copyfile(source, temp_path)
     atomic_write_text(BUNDLED / source.with_suffix(".json").name, source.with_suffix(".json").read_text())
+    write_model_card()
     print(
         f"bundled {BUNDLED / INT8_NAME}: fp32 ONNX {summary['fp32_accuracy']:.4f}, "
         f"int8 {summary['int8_accuracy']:.4f} test accuracy"
