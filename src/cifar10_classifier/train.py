@@ -279,6 +279,33 @@ def model_card(recipe: Recipe, model_config: dict, dataset: Dataset, state: Trai
     }
 
 
+def augment_batch(
+    images: torch.Tensor, flip_phase: torch.Tensor, epoch: int, recipe: Recipe, generator: torch.Generator
+) -> torch.Tensor:
+    """The recipe's augmentation of one batch (B, 3, 32, 32); draws come from `generator` in a fixed order."""
+    if recipe.flip == "alternating":
+        images = augment.alternating_flip(images, flip_phase, epoch)
+    elif recipe.flip == "random":
+        images = augment.random_flip(images, generator)
+    images = augment.random_translate(images, generator, recipe.translate)
+    return augment.random_affine(images, generator, recipe.rotation_degrees, recipe.zoom, recipe.shift)
+
+
+def track_validation(state: TrainState, val_loss: float, recipe: Recipe, model: torch.nn.Module) -> None:
+    """Update the best epoch (keeping its weights when early stopping may restore them) and the plateau schedule."""
+    if val_loss < state.best_val_loss:
+        state.best_val_loss, state.best_epoch, state.epochs_since_best = val_loss, state.epoch, 0
+        if recipe.early_stopping_patience:
+            state.best_model_state = copy.deepcopy({k: v.cpu() for k, v in model.state_dict().items()})
+    else:
+        state.epochs_since_best += 1
+    if recipe.schedule == "plateau":
+        state.plateau_wait = 0 if state.epochs_since_best == 0 else state.plateau_wait + 1
+        if state.plateau_wait >= recipe.plateau_patience:
+            state.lr_scale *= recipe.plateau_factor
+            state.plateau_wait = 0
+
+
 def train(
     recipe: Recipe,
     dataset: Dataset,
@@ -376,15 +403,11 @@ def train(
         for step_in_epoch in range(steps_per_epoch):
             global_step = state.epoch * steps_per_epoch + step_in_epoch
             indices = order[step_in_epoch * global_batch : (step_in_epoch + 1) * global_batch]
-            images = train_images[indices.to(device)]
             # Every rank draws the whole global batch's augmentation, then keeps its shard: the same draws as
             # one process would make, whatever the world size.
-            if recipe.flip == "alternating":
-                images = augment.alternating_flip(images, flip_phase[indices].to(device), epoch)
-            elif recipe.flip == "random":
-                images = augment.random_flip(images, generator)
-            images = augment.random_translate(images, generator, recipe.translate)
-            images = augment.random_affine(images, generator, recipe.rotation_degrees, recipe.zoom, recipe.shift)
+            images = augment_batch(
+                train_images[indices.to(device)], flip_phase[indices].to(device), epoch, recipe, generator
+            )
             shard = slice(dist.rank * per_rank, (dist.rank + 1) * per_rank)
             images, labels = images[shard], train_labels[indices.to(device)][shard]
             if recipe.channels_last:
@@ -434,17 +457,7 @@ def train(
         state.epoch = epoch
 
         if row["val_loss"] is not None:
-            if row["val_loss"] < state.best_val_loss:
-                state.best_val_loss, state.best_epoch, state.epochs_since_best = row["val_loss"], epoch, 0
-                if recipe.early_stopping_patience:
-                    state.best_model_state = copy.deepcopy({k: v.cpu() for k, v in model.state_dict().items()})
-            else:
-                state.epochs_since_best += 1
-            if recipe.schedule == "plateau":
-                state.plateau_wait = 0 if state.epochs_since_best == 0 else state.plateau_wait + 1
-                if state.plateau_wait >= recipe.plateau_patience:
-                    state.lr_scale *= recipe.plateau_factor
-                    state.plateau_wait = 0
+            track_validation(state, row["val_loss"], recipe, model)
         stop = bool(recipe.early_stopping_patience and state.epochs_since_best >= recipe.early_stopping_patience)
         if dist.is_main:
             save_checkpoint(out_dir / CHECKPOINT_NAME, model, optimizer, state, generator)
