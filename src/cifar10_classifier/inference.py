@@ -26,6 +26,8 @@ from cifar10_classifier.preprocess import (
 
 CARD_METADATA_KEY = "cifar10_card"
 BUNDLED_MODEL_NAME = "model-int8.onnx"
+# Said by `predict` and by the server (on /readyz, /predict and the page) when no model file exists.
+NO_BUNDLED_MODEL = "no model is bundled yet: run make bundled-model or pass --model"
 
 
 class ModelLoadError(Exception):
@@ -90,11 +92,7 @@ class Predictor:
 
         self.model_path = Path(model_path) if model_path else bundled_model_path()
         if not self.model_path.is_file():
-            hint = (
-                "no model is bundled yet: run `make bundled-model` or pass --model PATH"
-                if model_path is None
-                else "check the path, or export one with `cifar10 export RUN`"
-            )
+            hint = NO_BUNDLED_MODEL if model_path is None else "check the path, or export one with `cifar10 export RUN`"
             raise ModelLoadError(f"{self.model_path}: model file not found; {hint}")
         options = ort.SessionOptions()
         options.intra_op_num_threads = threads or default_threads()

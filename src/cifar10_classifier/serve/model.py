@@ -14,13 +14,11 @@ from typing import Protocol
 
 import numpy as np
 
-from cifar10_classifier.inference import ModelLoadError, Predictor, bundled_model_path
+from cifar10_classifier.inference import NO_BUNDLED_MODEL, ModelLoadError, Predictor, bundled_model_path
 from cifar10_classifier.preprocess import IMAGE_SIZE, DecodeOptions, ImageDecodeError, decode_image
 from cifar10_classifier.serve.settings import Settings
 
 log = logging.getLogger("cifar10_classifier.serve")
-
-NO_BUNDLED_MODEL = "no model is bundled yet: run make bundled-model or pass --model"
 
 
 class PredictorLike(Protocol):
