@@ -54,9 +54,10 @@ def test_early_stopping_stops_at_patience_and_restores_best_weights(tmp_path, mo
         assert torch.equal(value, snapshots[1][key]), key
 
 
-def test_resume_after_interruption_gives_the_same_weights(tmp_path, monkeypatch):
+@pytest.mark.parametrize("extras", [{}, {"lookahead_samples": 80, "whiten_bias_epochs": 1}], ids=["plain", "lookahead"])
+def test_resume_after_interruption_gives_the_same_weights(tmp_path, monkeypatch, extras):
     dataset = tiny_dataset()
-    recipe = tiny_recipe("fast", epochs=3)
+    recipe = tiny_recipe("fast", epochs=3, **extras)
     reference, _, _ = train(recipe, dataset, tmp_path / "straight", show_progress=False)
 
     real_save = train_module.save_checkpoint
@@ -76,6 +77,50 @@ def test_resume_after_interruption_gives_the_same_weights(tmp_path, monkeypatch)
     assert state.epoch == 3 and [row["epoch"] for row in state.history] == [1, 2, 3]
     for key, value in reference.state_dict().items():
         assert torch.allclose(value.float(), resumed.state_dict()[key].float(), atol=1e-6), key
+
+
+@pytest.mark.parametrize("lr", [0.01, 0.001])
+def test_summed_loss_weight_decay_is_per_sample_and_decoupled_from_lr(lr):
+    recipe = tiny_recipe("fast", lr=lr, weight_decay=1e-4, momentum=0.5)
+    model = torch.nn.Sequential(torch.nn.Linear(4, 4))
+    model.add_module("norm", torch.nn.BatchNorm1d(4))
+    optimizer = train_module.build_optimizer(model, recipe)
+    before = [p.detach().clone() for p in model.parameters()]
+    for p in model.parameters():
+        p.grad = torch.zeros_like(p)
+    optimizer.step()
+    # First Nesterov step on a zero gradient: p -= lr * (1 + momentum) * weight_decay_of_group * p. The recipe's
+    # rate removes weight_decay * batch_size of each weight per step, whatever the lr (and in every group).
+    expected = 1 - (1 + recipe.momentum) * recipe.weight_decay * recipe.batch_size
+    for old, new in zip(before, model.parameters(), strict=True):
+        assert torch.allclose(new, old * expected, atol=1e-7)
+
+
+def test_whitening_bias_freezes_after_its_epochs(tmp_path, monkeypatch):
+    biases = []
+    real_save = train_module.save_checkpoint
+
+    def record(path, model, *args):
+        biases.append(model.whiten.bias.detach().clone())
+        real_save(path, model, *args)
+
+    monkeypatch.setattr(train_module, "save_checkpoint", record)
+    train(tiny_recipe("fast", epochs=3, whiten_bias_epochs=1), tiny_dataset(), tmp_path, show_progress=False)
+    assert not torch.equal(biases[0], torch.zeros_like(biases[0]))  # it trained in epoch 1
+    assert torch.equal(biases[0], biases[1]) and torch.equal(biases[1], biases[2])
+
+
+def test_lookahead_step_averages_then_resets_the_weights():
+    model = torch.nn.Linear(2, 1, bias=False)
+    with torch.no_grad():
+        model.weight.fill_(1.0)
+    average = train_module.lookahead_step(model, None, 0.0)
+    with torch.no_grad():
+        model.weight.fill_(3.0)
+    train_module.lookahead_step(model, average, 0.75)  # average moves a quarter of the way: 1 -> 1.5
+    assert torch.allclose(model.weight, torch.full((1, 2), 1.5)) and torch.equal(average["weight"], model.weight)
+    assert train_module.lookahead_decay(0, 100) == 0.0
+    assert train_module.lookahead_decay(100, 100) == pytest.approx(0.95**5)
 
 
 def test_existing_run_folder_is_never_overwritten(tmp_path):

@@ -21,7 +21,7 @@ class Recipe:
     optimizer: str = "sgd-nesterov"  # or "adam"
     lr: float = 1e-3  # per-sample learning rate when loss_reduction == "sum", else the usual step size
     momentum: float = 0.9
-    weight_decay: float = 0.0  # per sample when loss_reduction == "sum" (see train.build_optimizer)
+    weight_decay: float = 0.0  # per sample and decoupled from lr when loss_reduction == "sum" (build_optimizer)
     bias_lr_scale: float = 1.0  # BN shifts learn this much faster (airbench: 64), with wd divided by it
     loss_reduction: str = "mean"  # "sum" makes lr a per-sample rate that is independent of the batch size
     label_smoothing: float = 0.0
@@ -51,6 +51,10 @@ class Recipe:
     sync_batchnorm: bool = False  # for distributed runs
     seed: int = 0
     whiten_images: int = 5000  # images used to initialise a whitening layer, if the model has one
+    whiten_bias_epochs: int = 0  # the whitening layer's bias trains this many epochs, then freezes (0: always)
+    # Lookahead (airbench): every `lookahead_samples` samples the weights are pulled towards, and reset to, an
+    # average of their recent values, more strongly as training ends; the average is the final model. 0: off.
+    lookahead_samples: int = 0
 
     def to_dict(self) -> dict:
         return asdict(self)

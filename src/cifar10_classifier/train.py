@@ -57,6 +57,7 @@ class TrainState:
     lr_scale: float = 1.0  # for the plateau schedule
     plateau_wait: int = 0
     train_seconds: float = 0.0
+    lookahead_average: dict | None = None  # the running average of the weights, when the recipe uses lookahead
 
 
 def choose_device() -> torch.device:
@@ -82,25 +83,29 @@ def lr_multiplier(step: int, total_steps: int, recipe: Recipe) -> float:
 
 
 def build_optimizer(model: torch.nn.Module, recipe: Recipe) -> torch.optim.Optimizer:
-    norm_biases = [p for n, p in model.named_parameters() if p.requires_grad and "norm" in n and n.endswith("bias")]
-    norm_ids = {id(p) for p in norm_biases}
-    others = [p for p in model.parameters() if p.requires_grad and id(p) not in norm_ids]
-    # With a summed loss the gradient grows with the batch, so weight decay is given per sample and scaled by
-    # the batch size here: the decay per epoch then stays the same whatever the batch size.
-    weight_decay = recipe.weight_decay * (recipe.batch_size if recipe.loss_reduction == "sum" else 1)
-    groups = [
-        {"params": others, "lr": recipe.lr, "weight_decay": weight_decay, "base_lr": recipe.lr},
-    ]
+    """Parameter groups: BN shifts (faster lr), the whitening layer's bias (frozen after a few epochs), the rest."""
+    named = [(n, p) for n, p in model.named_parameters() if p.requires_grad]
+    norm_biases = [p for n, p in named if "norm" in n and n.endswith("bias")]
+    whiten_biases = [p for n, p in named if n.startswith("whiten.") and n.endswith("bias")]
+    special = {id(p) for p in norm_biases + whiten_biases}
+    others = [p for _, p in named if id(p) not in special]
+
+    def group(name: str, params: list, lr: float, coupled_weight_decay: float) -> dict:
+        if recipe.loss_reduction == "sum":
+            # Summed loss (airbench's convention): weight_decay is the fraction of each weight removed per sample
+            # at the schedule's peak, decoupled from the learning rate. PyTorch's SGD multiplies weight_decay by
+            # the group's lr, so it is divided out; the batch size turns "per sample" into "per step".
+            weight_decay = recipe.weight_decay * recipe.batch_size / lr
+        else:
+            weight_decay = coupled_weight_decay  # the usual decay, coupled to the lr (Adam/SGD on a mean loss)
+        return {"params": params, "lr": lr, "base_lr": lr, "weight_decay": weight_decay, "name": name}
+
+    groups = [group("weights", others, recipe.lr, recipe.weight_decay)]
     if norm_biases:
         scale = recipe.bias_lr_scale
-        groups.append(
-            {
-                "params": norm_biases,
-                "lr": recipe.lr * scale,
-                "weight_decay": weight_decay / scale,
-                "base_lr": recipe.lr * scale,
-            }
-        )
+        groups.append(group("norm_biases", norm_biases, recipe.lr * scale, recipe.weight_decay / scale))
+    if whiten_biases:
+        groups.append(group("whiten_bias", whiten_biases, recipe.lr, recipe.weight_decay))
     if recipe.optimizer == "adam":
         return torch.optim.Adam(groups, lr=recipe.lr)
     if recipe.optimizer == "sgd-nesterov":
@@ -155,14 +160,17 @@ class _DeferInterrupts:
                 raise KeyboardInterrupt
 
 
+_TENSOR_STATE = ("best_model_state", "lookahead_average")  # TrainState fields that hold weights
+
+
 def save_checkpoint(path: Path, model, optimizer, state: TrainState, generator: torch.Generator) -> None:
     payload = {
         "model": model.state_dict(),
         "optimizer": optimizer.state_dict(),
         "generator": generator.get_state(),
         "torch_rng": torch.get_rng_state(),
-        "state": {k: v for k, v in state.__dict__.items() if k != "best_model_state"},
-        "best_model_state": state.best_model_state,
+        "state": {k: v for k, v in state.__dict__.items() if k not in _TENSOR_STATE},
+        **{k: getattr(state, k) for k in _TENSOR_STATE},
     }
     with _DeferInterrupts(), atomic_path(path) as temp_path:
         torch.save(payload, temp_path)
@@ -191,7 +199,8 @@ def load_checkpoint(
         generator.set_state(payload["generator"])
         torch.set_rng_state(payload["torch_rng"])
         state = TrainState(**payload["state"])
-        state.best_model_state = payload["best_model_state"]
+        for key in _TENSOR_STATE:
+            setattr(state, key, payload.get(key))
     except Exception as error:
         raise _unresumable(path, error) from error
     return state
@@ -277,6 +286,24 @@ def model_card(recipe: Recipe, model_config: dict, dataset: Dataset, state: Trai
         "train_seconds": round(state.train_seconds, 1),
         "machine": machine_info(),
     }
+
+
+@torch.no_grad()
+def lookahead_step(model: torch.nn.Module, average: dict | None, decay: float) -> dict:
+    """Move the running average of the weights (and BN statistics) towards the model by (1 - decay), then set
+    the model to it. With no average yet, start one from the model."""
+    current = model.state_dict()
+    if average is None:
+        return {k: v.detach().clone() for k, v in current.items() if v.is_floating_point()}
+    for name, averaged in average.items():
+        averaged.lerp_(current[name], 1.0 - decay)
+        current[name].copy_(averaged)
+    return average
+
+
+def lookahead_decay(step: int, total_steps: int) -> float:
+    """airbench's schedule: no averaging early on, rising to a 0.95^5 pull at the end of training."""
+    return 0.95**5 * (step / max(1, total_steps)) ** 3
 
 
 def augment_batch(
@@ -390,6 +417,9 @@ def train(
     # airbench's alternating flip: a fixed random phase per image, drawn once per run.
     flip_phase = torch.rand(n_train, generator=torch.Generator().manual_seed(recipe.seed + 1)) < 0.5
     progress = Progress(show_progress and dist.is_main, recipe.epochs)
+    lookahead_period = max(1, round(recipe.lookahead_samples / global_batch)) if recipe.lookahead_samples else 0
+    if lookahead_period and state.lookahead_average is None:
+        state.lookahead_average = lookahead_step(model, None, 0.0)
 
     stopped_early = False
     while state.epoch < recipe.epochs:
@@ -415,13 +445,18 @@ def train(
 
             multiplier = lr_multiplier(global_step, total_steps, recipe) * state.lr_scale
             for group in optimizer.param_groups:
-                group["lr"] = group["base_lr"] * multiplier
+                frozen = group.get("name") == "whiten_bias" and 0 < recipe.whiten_bias_epochs < epoch
+                # A zero lr (not requires_grad=False) freezes it: DDP keeps the same set of gradients every step.
+                group["lr"] = 0.0 if frozen else group["base_lr"] * multiplier
             with torch.autocast(device.type, dtype=torch.bfloat16, enabled=bf16):
                 logits = trained_model(images)
             loss = classification_loss(logits, labels, recipe)
             (loss * loss_scale).backward()
             optimizer.step()
             optimizer.zero_grad(set_to_none=True)
+            if lookahead_period and (global_step + 1) % lookahead_period == 0:
+                decay = lookahead_decay(global_step + 1, total_steps)
+                state.lookahead_average = lookahead_step(model, state.lookahead_average, decay)
 
             with torch.no_grad():
                 per_sample = loss.detach() if recipe.loss_reduction == "sum" else loss.detach() * len(labels)
@@ -476,6 +511,8 @@ def train(
 
     if state.best_model_state is not None and recipe.early_stopping_patience:
         model.load_state_dict(state.best_model_state)
+    elif state.lookahead_average is not None:
+        lookahead_step(model, state.lookahead_average, 1.0)  # the final model is the average
     card = model_card(recipe, model_config, dataset, state)
     card["stopped_early"] = stopped_early
     return model, state, card
