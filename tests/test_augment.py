@@ -18,6 +18,7 @@ def _generator(seed=0):
         lambda x, g: augment.random_flip(x, g, probability=0.0),
         lambda x, g: augment.random_translate(x, g, 0),
         lambda x, g: augment.random_affine(x, g, 0.0, 0.0, 0.0),
+        lambda x, g: augment.random_crop(x, g, 8),
     ],
 )
 def test_identity_at_zero_strength(apply):
@@ -74,3 +75,12 @@ def test_tta_views_weights_sum_to_one(level, count):
     assert len(views) == count
     assert sum(weight for _, weight in views) == pytest.approx(1.0)
     assert all(view.shape == (2, 3, 8, 8) for view, _ in views)
+
+
+def test_random_crop_takes_windows_of_the_image():
+    images = torch.randn(64, 3, 32, 32)
+    crops = augment.random_crop(images, _generator(3), 24)
+    assert crops.shape == (64, 3, 24, 24) and torch.equal(crops, augment.random_crop(images, _generator(3), 24))
+    for image, crop in zip(images, crops, strict=True):
+        windows = image.unfold(1, 24, 1).unfold(2, 24, 1)  # (3, 9, 9, 24, 24): every 24x24 window
+        assert any(torch.equal(windows[:, i, j], crop) for i in range(9) for j in range(9))

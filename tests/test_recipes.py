@@ -20,6 +20,9 @@ def test_overrides_are_typed_and_reach_model_config(tmp_path):
     )
     assert recipe.epochs == 7 and recipe.lr == 0.5 and recipe.model_config["widths"] == [8, 16, 16]
     assert recipe.channels_last is False
+    # A model_config key the recipe does not set yet is typed by its literal ("gelu" stays a string).
+    new_keys = resolve_recipe("fast", {"model_config.whiten_eps": "5e-3", "model_config.activation": "gelu"})
+    assert new_keys.model_config["whiten_eps"] == 0.005 and new_keys.model_config["activation"] == "gelu"
     config = tmp_path / "c.toml"
     config.write_text("epochs = 2\nbatch_size = 64\n")
     assert load_config_file(config) == {"epochs": 2, "batch_size": 64}

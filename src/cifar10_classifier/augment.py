@@ -47,6 +47,21 @@ def random_translate(images: torch.Tensor, generator: torch.Generator, max_shift
     return out
 
 
+def random_crop(images: torch.Tensor, generator: torch.Generator, size: int) -> torch.Tensor:
+    """A random size x size window of each image (no resampling: objects keep their scale), by slicing."""
+    batch, channels, height, width = images.shape
+    if size >= min(height, width):
+        return images
+    span = min(height, width) - size + 1
+    codes = torch.randint(0, span * span, (batch,), generator=generator)
+    out = images.new_empty(batch, channels, size, size)
+    for code in torch.unique(codes).tolist():
+        rows = (codes == code).nonzero().squeeze(1)
+        top, left = divmod(code, span)
+        out[rows] = images[rows, :, top : top + size, left : left + size]
+    return out
+
+
 def random_affine(
     images: torch.Tensor,
     generator: torch.Generator,

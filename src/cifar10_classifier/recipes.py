@@ -18,10 +18,12 @@ class Recipe:
     # Schedule and optimisation
     epochs: int = 10  # the maximum when early stopping is on
     batch_size: int = 256
-    optimizer: str = "sgd-nesterov"  # or "adam"
+    optimizer: str = "sgd-nesterov"  # "adam", or "muon": Muon for conv filters, Nesterov SGD for the rest
     lr: float = 1e-3  # per-sample learning rate when loss_reduction == "sum", else the usual step size
     momentum: float = 0.9
     weight_decay: float = 0.0  # per sample and decoupled from lr when loss_reduction == "sum" (build_optimizer)
+    muon_lr: float = 0.0  # with optimizer "muon": each filter bank's step size relative to its (fixed) norm
+    muon_momentum: float = 0.6
     bias_lr_scale: float = 1.0  # BN shifts learn this much faster (airbench: 64), with wd divided by it
     loss_reduction: str = "mean"  # "sum" makes lr a per-sample rate that is independent of the batch size
     label_smoothing: float = 0.0
@@ -36,6 +38,10 @@ class Recipe:
     val_fraction: float = 0.2
     flip: str = "random"  # "none", "random" or "alternating"
     translate: int = 0  # pixels, reflect-padded
+    # The first crop_epochs epochs train on random crop_size x crop_size windows: fewer pixels make those epochs
+    # cheaper, and the nets end in a global pool, so they take any size. Evaluation always sees whole images.
+    crop_size: int = 32
+    crop_epochs: int = 0
     rotation_degrees: float = 0.0
     zoom: float = 0.0
     shift: float = 0.0
@@ -118,7 +124,7 @@ def recipe_names() -> list[str]:
 
 
 def _coerce(value, current):
-    """A CLI string -> the type of the field it overrides."""
+    """A CLI string -> the type of the field it overrides (current None: a new key, typed by its literal)."""
     if not isinstance(value, str) or isinstance(current, str):
         return value
     if isinstance(current, bool):
@@ -146,7 +152,7 @@ def resolve_recipe(name: str, overrides: dict | None = None) -> Recipe:
         key = key.replace("-", "_")
         if key.startswith("model_config."):
             sub = key.split(".", 1)[1]
-            model_config[sub] = _coerce(value, model_config.get(sub, ""))
+            model_config[sub] = _coerce(value, model_config.get(sub))
         elif key == "model_config":
             model_config.update(value if isinstance(value, dict) else json.loads(value))
         elif key in known:

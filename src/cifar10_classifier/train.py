@@ -31,6 +31,7 @@ from cifar10_classifier.distributed import (
 )
 from cifar10_classifier.machine import cpu_has_native_bf16, machine_info
 from cifar10_classifier.models import create_model
+from cifar10_classifier.optimizers import MuonSGD
 from cifar10_classifier.preprocess import IMAGE_SIZE, MEAN_RGB, RESIZE_FILTER, STD_RGB
 from cifar10_classifier.recipes import Recipe
 from cifar10_classifier.tensors import normalised_tensor
@@ -87,7 +88,9 @@ def build_optimizer(model: torch.nn.Module, recipe: Recipe) -> torch.optim.Optim
     named = [(n, p) for n, p in model.named_parameters() if p.requires_grad]
     norm_biases = [p for n, p in named if "norm" in n and n.endswith("bias")]
     whiten_biases = [p for n, p in named if n.startswith("whiten.") and n.endswith("bias")]
-    special = {id(p) for p in norm_biases + whiten_biases}
+    # With Muon, the conv filter banks (4-D weights) get orthogonalised steps of their own.
+    filters = [p for _, p in named if p.dim() == 4] if recipe.optimizer == "muon" else []
+    special = {id(p) for p in norm_biases + whiten_biases + filters}
     others = [p for _, p in named if id(p) not in special]
 
     def group(name: str, params: list, lr: float, coupled_weight_decay: float) -> dict:
@@ -110,7 +113,11 @@ def build_optimizer(model: torch.nn.Module, recipe: Recipe) -> torch.optim.Optim
         return torch.optim.Adam(groups, lr=recipe.lr)
     if recipe.optimizer == "sgd-nesterov":
         return torch.optim.SGD(groups, lr=recipe.lr, momentum=recipe.momentum, nesterov=True)
-    raise ValueError(f"unknown optimizer {recipe.optimizer!r}; use 'sgd-nesterov' or 'adam'")
+    if recipe.optimizer == "muon":
+        filter_group = {"params": filters, "lr": recipe.muon_lr, "base_lr": recipe.muon_lr, "name": "filters"}
+        filter_group |= {"momentum": recipe.muon_momentum, "orthogonal": True}
+        return MuonSGD([filter_group, *groups], momentum=recipe.momentum)
+    raise ValueError(f"unknown optimizer {recipe.optimizer!r}; use 'sgd-nesterov', 'muon' or 'adam'")
 
 
 def classification_loss(logits: torch.Tensor, labels: torch.Tensor, recipe: Recipe) -> torch.Tensor:
@@ -315,7 +322,10 @@ def augment_batch(
     elif recipe.flip == "random":
         images = augment.random_flip(images, generator)
     images = augment.random_translate(images, generator, recipe.translate)
-    return augment.random_affine(images, generator, recipe.rotation_degrees, recipe.zoom, recipe.shift)
+    images = augment.random_affine(images, generator, recipe.rotation_degrees, recipe.zoom, recipe.shift)
+    if epoch <= recipe.crop_epochs:
+        images = augment.random_crop(images, generator, recipe.crop_size)
+    return images
 
 
 def track_validation(state: TrainState, val_loss: float, recipe: Recipe, model: torch.nn.Module) -> None:
@@ -478,7 +488,7 @@ def train(
             "train_accuracy": float(correct) / max(1, seen),
             "val_loss": None,
             "val_accuracy": None,
-            "lr": optimizer.param_groups[0]["lr"],
+            "lr": next(g["lr"] for g in optimizer.param_groups if g.get("name") == "weights"),
             "images_per_second": seen / epoch_seconds,
             "epoch_seconds": epoch_seconds,
             "elapsed_seconds": state.train_seconds,

@@ -23,6 +23,9 @@ class FastNetConfig:
     widths: tuple[int, int, int] = (64, 256, 256)
     whiten_kernel: int = 2
     whiten_width: int = 24  # 2 x (3 * kernel^2): each eigenvector and its negative, so ReLU keeps both signs
+    # Added to the patch eigenvalues before scaling by 1/sqrt: it caps how much the weakest directions (the finest
+    # colour detail, which JPEG's chroma subsampling has mostly replaced by noise) are amplified.
+    whiten_eps: float = 5e-4
     activation: str = "relu"  # "relu" fuses into int8 convs in ONNX Runtime; "gelu" is airbench's choice
     batchnorm_momentum: float = 0.4  # PyTorch convention: weight of the new batch statistics
     logit_scale: float = 1 / 9  # airbench's output temperature, tuned with label smoothing
@@ -74,7 +77,7 @@ class FastNet(nn.Module):
         self.head = nn.Linear(w3, config.num_classes, bias=False)
 
     @torch.no_grad()
-    def init_whitening(self, images: torch.Tensor, eps: float = 5e-4) -> None:
+    def init_whitening(self, images: torch.Tensor) -> None:
         """Set the frozen first conv to the ZCA-like eigenbasis of the data's patches (images: (N, 3, H, W))."""
         k = self.config.whiten_kernel
         patches = images.float().unfold(2, k, 1).unfold(3, k, 1)  # (N, 3, H', W', k, k)
@@ -82,7 +85,7 @@ class FastNet(nn.Module):
         patches = patches - patches.mean(dim=0)
         covariance = patches.T @ patches / len(patches)
         eigenvalues, eigenvectors = torch.linalg.eigh(covariance)
-        filters = (eigenvectors.T / torch.sqrt(eigenvalues + eps)[:, None]).reshape(-1, 3, k, k)
+        filters = (eigenvectors.T / torch.sqrt(eigenvalues + self.config.whiten_eps)[:, None]).reshape(-1, 3, k, k)
         half = self.config.whiten_width // 2
         self.whiten.weight.copy_(torch.cat([filters[-half:], -filters[-half:]]))
 
