@@ -98,6 +98,7 @@ def collect_run(out: Path, recipe: str, seed: int, nproc: int, process_seconds: 
         "test_accuracy_tta": metrics["test_accuracy_tta"],
         "tta_level": metrics["tta_level"],
         "run": str(out),
+        "run_finished": card["version"],
     }
 
 
@@ -116,19 +117,27 @@ def main() -> int:
         "is then unknown); for when a summary step failed after the runs completed",
     )
     parser.add_argument("--set", action="append", default=[], metavar="KEY=VALUE", help="recipe override for all runs")
+    parser.add_argument(
+        "--reuse",
+        default="",
+        help="comma-separated recipes whose finished run folders in --runs-dir are summarised, not retrained: "
+        "only for a recipe whose code path is unchanged since that run; its rows say reused and when it ran",
+    )
     args = parser.parse_args()
 
     load_dataset(args.data)  # decode into the cache once, outside every timing
     torch.set_num_threads(os.cpu_count() or 1)
     peak = {"fp32": round(peak_matmul_gflops(torch.float32), 1)}
     runs = []
+    reuse = set(filter(None, args.reuse.split(",")))
     for recipe in args.recipes.split(","):
         seeds = 1 if recipe == "classic" else args.seeds
         for nproc in (int(n) for n in args.nproc.split(",")):
             for seed in range(seeds):
-                if args.collect:
+                if args.collect or recipe in reuse:
                     name = f"{recipe}-seed{seed}" + ("" if nproc == 1 else f"-np{nproc}")
                     result = collect_run(args.runs_dir / name, recipe, seed, nproc, None)
+                    result["reused_run"] = recipe in reuse
                 else:
                     result = run_recipe(recipe, seed, args.data, args.runs_dir, nproc, args.set)
                 result["overrides"] = args.set
@@ -160,6 +169,9 @@ def main() -> int:
             f"{mean('test_accuracy'):.2%} | {mean('test_accuracy_tta'):.2%} |"
         )
     lines += ["", "Each row is the mean over its seeds; every run is listed in train_speed.json."]
+    for run in runs:
+        if run.get("reused_run"):
+            lines.append(f"{run['recipe']} (seed {run['seed']}): the run finished {run['run_finished']}, reused (--reuse).")
     if args.set:
         lines.insert(0, f"Recipe overrides: {', '.join(args.set)}.")
     write_results(args.name, {"peak_matmul_gflops": peak, "runs": runs}, lines)

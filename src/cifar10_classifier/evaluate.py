@@ -1,6 +1,7 @@
 """Accuracy, per-class precision/recall, confusion matrix, test-time augmentation, and the files a person reads.
 
-The metric functions are pure numpy; `predict_logits` runs a torch model with TTA over uint8 images.
+The metric functions are pure numpy; `predict_plain_and_tta_logits` runs a torch model, with and without TTA,
+in one pass.
 """
 
 from __future__ import annotations
@@ -63,22 +64,33 @@ def compute_metrics(logits: np.ndarray, labels: np.ndarray) -> dict:
 
 
 @torch.no_grad()
+def predict_plain_and_tta_logits(
+    model: torch.nn.Module, images: torch.Tensor, tta_level: int = 0, batch_size: int = 500, bf16: bool = False
+) -> tuple[np.ndarray, np.ndarray]:
+    """Normalised float images (N, 3, 32, 32) -> (logits of the images as they are, logits averaged over the TTA
+    views), both (N, 10). The first TTA view is the image itself, so one pass gives both."""
+    was_training = model.training
+    model.eval()
+    plain_outputs, tta_outputs = [], []
+    for start in range(0, len(images), batch_size):
+        batch = images[start : start + batch_size]
+        logits = 0
+        for index, (view, weight) in enumerate(tta_views(batch, tta_level)):
+            with torch.autocast(images.device.type, dtype=torch.bfloat16, enabled=bf16):
+                view_logits = model(view.contiguous(memory_format=torch.channels_last)).float()
+            if index == 0:
+                plain_outputs.append(view_logits.cpu())
+            logits = logits + weight * view_logits
+        tta_outputs.append(logits.cpu())
+    model.train(was_training)
+    return torch.cat(plain_outputs).numpy(), torch.cat(tta_outputs).numpy()
+
+
 def predict_logits(
     model: torch.nn.Module, images: torch.Tensor, tta_level: int = 0, batch_size: int = 500, bf16: bool = False
 ) -> np.ndarray:
     """Normalised float images (N, 3, 32, 32) -> logits (N, 10), averaged over the TTA views."""
-    was_training = model.training
-    model.eval()
-    outputs = []
-    for start in range(0, len(images), batch_size):
-        batch = images[start : start + batch_size]
-        logits = 0
-        for view, weight in tta_views(batch, tta_level):
-            with torch.autocast(images.device.type, dtype=torch.bfloat16, enabled=bf16):
-                logits = logits + weight * model(view.contiguous(memory_format=torch.channels_last)).float()
-        outputs.append(logits.cpu())
-    model.train(was_training)
-    return torch.cat(outputs).numpy()
+    return predict_plain_and_tta_logits(model, images, tta_level, batch_size, bf16)[1]
 
 
 def most_confident_mistakes(logits: np.ndarray, labels: np.ndarray, count: int = 25) -> list[int]:
@@ -106,11 +118,9 @@ def evaluate_model(
     device = next(model.parameters()).device
     images = normalised_tensor(test_images_uint8, device, channels_last=True)
     labels = np.asarray(test_labels)
-    plain_logits = predict_logits(model, images, 0, bf16=bf16)
+    plain_logits, final_logits = predict_plain_and_tta_logits(model, images, tta_level, bf16=bf16)
     metrics = {"test": compute_metrics(plain_logits, labels)}
-    final_logits = plain_logits
     if tta_level:
-        final_logits = predict_logits(model, images, tta_level, bf16=bf16)
         metrics["test_tta"] = compute_metrics(final_logits, labels)
     metrics["test_accuracy"] = metrics["test"]["accuracy"]
     metrics["test_accuracy_tta"] = metrics.get("test_tta", metrics["test"])["accuracy"]
