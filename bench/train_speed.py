@@ -171,7 +171,8 @@ def main() -> int:
     lines += ["", "Each row is the mean over its seeds; every run is listed in train_speed.json."]
     for run in runs:
         if run.get("reused_run"):
-            lines.append(f"{run['recipe']} (seed {run['seed']}): the run finished {run['run_finished']}, reused (--reuse).")
+            finished = run["run_finished"]
+            lines.append(f"{run['recipe']} (seed {run['seed']}): reused the run finished {finished} (--reuse).")
     if args.set:
         lines.insert(0, f"Recipe overrides: {', '.join(args.set)}.")
     write_results(args.name, {"peak_matmul_gflops": peak, "runs": runs}, lines)
