@@ -54,7 +54,15 @@ def test_early_stopping_stops_at_patience_and_restores_best_weights(tmp_path, mo
         assert torch.equal(value, snapshots[1][key]), key
 
 
-@pytest.mark.parametrize("extras", [{}, {"lookahead_samples": 80, "whiten_bias_epochs": 1}], ids=["plain", "lookahead"])
+@pytest.mark.parametrize(
+    "extras",
+    [
+        {},
+        {"lookahead_samples": 80, "whiten_bias_epochs": 1},
+        {"optimizer": "muon", "muon_lr": 0.05, "crop_epochs": 1, "crop_size": 24},
+    ],
+    ids=["plain", "lookahead", "muon-and-crops"],
+)
 def test_resume_after_interruption_gives_the_same_weights(tmp_path, monkeypatch, extras):
     dataset = tiny_dataset()
     recipe = tiny_recipe("fast", epochs=3, **extras)
