@@ -96,3 +96,13 @@ def test_predictor_gives_the_pytorch_class_on_the_same_bytes(exported):
         with torch.no_grad():
             torch_class = int(graph(torch.from_numpy(normalize(decode_image(data)))).argmax(1))
         assert predictor.predict_bytes(data).class_index == torch_class
+
+
+def test_int8_graph_keeps_block_activations_in_uint8(exported):
+    # Every ReLU inside the conv blocks is folded into its conv's uint8 output; the one ReLU left in fp32 would
+    # follow the fp32 whitening conv. A ReLU between a DequantizeLinear and a QuantizeLinear costs a round trip.
+    graph = onnx.load(exported[2]["int8"]).graph
+    producers = {output: node for node in graph.node for output in node.output}
+    relu_inputs = [producers[node.input[0]].op_type for node in graph.node if node.op_type == "Relu"]
+    assert "DequantizeLinear" not in relu_inputs, relu_inputs
+    assert sum(node.op_type == "Conv" for node in graph.node) > 1

