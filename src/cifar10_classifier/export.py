@@ -246,6 +246,8 @@ def export_run(
             "activations": config.activation_type,
             "calibration": config.calibration_method,
             "calibration_images": len(calibration_indices),
+            "quantized_ops": QUANTIZED_OP_TYPES,
+            "kept_fp32": "the whitening conv",
         },
     }
     with tempfile.TemporaryDirectory(dir=out_dir, prefix=".export-") as work:
