@@ -37,28 +37,28 @@ def random_translate(images: torch.Tensor, generator: torch.Generator, max_shift
     batch, _, height, width = images.shape
     padded = F.pad(images, (max_shift,) * 4, mode="reflect")  # (B, C, H + 2s, W + 2s)
     offsets = torch.randint(0, 2 * max_shift + 1, (2, batch), generator=generator)
-    out = torch.empty_like(images)
-    # One slice per distinct offset pair: (2s+1)^2 slices per batch, whatever the batch size.
     codes = offsets[0] * (2 * max_shift + 1) + offsets[1]
-    for code in torch.unique(codes).tolist():
-        rows = (codes == code).nonzero().squeeze(1)
-        dy, dx = divmod(code, 2 * max_shift + 1)
-        out[rows] = padded[rows, :, dy : dy + height, dx : dx + width]
-    return out
+    return _windows(padded, codes, 2 * max_shift + 1, height, width)
 
 
 def random_crop(images: torch.Tensor, generator: torch.Generator, size: int) -> torch.Tensor:
     """A random size x size window of each image (no resampling: objects keep their scale), by slicing."""
-    batch, channels, height, width = images.shape
+    batch, _, height, width = images.shape
     if size >= min(height, width):
         return images
     span = min(height, width) - size + 1
     codes = torch.randint(0, span * span, (batch,), generator=generator)
-    out = images.new_empty(batch, channels, size, size)
+    return _windows(images, codes, span, size, size)
+
+
+def _windows(images: torch.Tensor, codes: torch.Tensor, span: int, height: int, width: int) -> torch.Tensor:
+    """Image i's height x width window at (top, left) = divmod(codes[i], span): one slice per distinct offset,
+    (span^2 at most per batch, whatever the batch size), not one per image."""
+    out = images.new_empty(len(images), images.size(1), height, width)
     for code in torch.unique(codes).tolist():
         rows = (codes == code).nonzero().squeeze(1)
         top, left = divmod(code, span)
-        out[rows] = images[rows, :, top : top + size, left : left + size]
+        out[rows] = images[rows, :, top : top + height, left : left + width]
     return out
 
 
