@@ -19,6 +19,8 @@ def _generator(seed=0):
         lambda x, g: augment.random_translate(x, g, 0),
         lambda x, g: augment.random_affine(x, g, 0.0, 0.0, 0.0),
         lambda x, g: augment.random_crop(x, g, 8),
+        lambda x, g: augment.random_blur(x, g, 0.5, 0.0),
+        lambda x, g: augment.random_blur(x, g, 0.0, 0.2),
     ],
 )
 def test_identity_at_zero_strength(apply):
@@ -32,6 +34,7 @@ def test_identity_at_zero_strength(apply):
         lambda x, g: augment.random_flip(x, g),
         lambda x, g: augment.random_translate(x, g, 2),
         lambda x, g: augment.random_affine(x, g, 15.0, 0.1, 0.1),
+        lambda x, g: augment.random_blur(x, g, 0.5, 0.2),
     ],
 )
 def test_shapes_dtypes_and_reproducible_by_seed(apply):
@@ -84,3 +87,28 @@ def test_random_crop_takes_windows_of_the_image():
     for image, crop in zip(images, crops, strict=True):
         windows = image.unfold(1, 24, 1).unfold(2, 24, 1)  # (3, 9, 9, 24, 24): every 24x24 window
         assert any(torch.equal(windows[:, i, j], crop) for i in range(9) for j in range(9))
+
+
+def test_blur_softens_only_the_chosen_images_and_keeps_flat_ones_flat():
+    images = torch.randn(64, 3, 12, 12)
+    images[0] = 0.7  # a flat image stays flat whatever the filter
+    blurred = augment.random_blur(images, _generator(5), 0.5, 0.2)
+    changed = [not torch.equal(a, b) for a, b in zip(images[1:], blurred[1:], strict=True)]
+    assert 10 < sum(changed) < 53  # about half of the 63 noisy images
+    assert torch.allclose(blurred[0], images[0])
+    # A blur never adds detail: each softened image has less energy between neighbouring pixels.
+    for original, soft, was_changed in zip(images[1:], blurred[1:], changed, strict=True):
+        if was_changed:
+            assert soft.diff(dim=-1).abs().sum() < original.diff(dim=-1).abs().sum()
+
+
+def test_blur_of_strength_a_is_the_separable_3_tap_filter():
+    image = torch.zeros(1, 1, 5, 5)
+    image[0, 0, 2, 2] = 1.0
+    blurred = augment.random_blur(image, _generator(), 1.0, 0.2)  # probability 1: always chosen
+    side = blurred[0, 0, 2, 1].item() / blurred[0, 0, 2, 2].item()
+    centre = blurred[0, 0, 2, 2].sqrt().item()
+    taps = torch.tensor([centre * side, centre, centre * side])
+    assert torch.allclose(blurred[0, 0, 1:4, 1:4], taps[:, None] * taps[None, :], atol=1e-6)
+    assert 0 < centre * side <= 0.2 and abs(taps.sum().item() - 1) < 1e-6
+    assert blurred.sum().item() == pytest.approx(1.0)

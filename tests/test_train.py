@@ -179,3 +179,15 @@ def test_progress_prints_one_line_per_epoch(tmp_path, capsys):
     train(tiny_recipe("fast", epochs=2), tiny_dataset(), tmp_path, show_progress=True)
     lines = [line for line in capsys.readouterr().out.splitlines() if line.startswith("epoch")]
     assert len(lines) == 2 and "img/s" in lines[0] and "eta" in lines[0]
+
+
+def test_augment_batch_applies_the_recipes_blur_reproducibly():
+    images, phase = torch.randn(32, 3, 32, 32), torch.zeros(32, dtype=torch.bool)
+    sharp = tiny_recipe("fast", translate=0, crop_epochs=0, blur_probability=0.0)
+    soft = replace(sharp, blur_probability=1.0, blur_strength=0.2)
+
+    def run(recipe, seed=3):
+        return train_module.augment_batch(images, phase, 1, recipe, torch.Generator().manual_seed(seed))
+
+    assert torch.equal(run(soft), run(soft))
+    assert (run(soft) - run(sharp)).abs().mean() > 0.01  # every image softened

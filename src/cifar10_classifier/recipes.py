@@ -42,6 +42,10 @@ class Recipe:
     # cheaper, and the nets end in a global pool, so they take any size. Evaluation always sees whole images.
     crop_size: int = 32
     crop_epochs: int = 0
+    # A random share of each batch is softened by a 3-tap blur of random strength (augment.random_blur), so
+    # photos, which reach the net through an antialiased downscale, look like what it trained on.
+    blur_probability: float = 0.0
+    blur_strength: float = 0.0  # the largest side tap a of [a, 1 - 2a, a]
     rotation_degrees: float = 0.0
     zoom: float = 0.0
     shift: float = 0.0
@@ -121,6 +125,11 @@ RECIPES: dict[str, Recipe] = {
         val_fraction=0.0,  # no model selection happens, so every training image trains (as airbench does)
         flip="alternating",
         translate=2,
+        # Photos: the bundled model scored 1.3 points lower on test images sent as 256x256 photos than on the tiles
+        # (the box downscale's round trip is a [0.09, 0.84, 0.09] blur). With half of each batch softened,
+        # fast-small (seed 0) kept its tile accuracy (84.7% vs 84.4%) and lost 0.3-1.0 points on photos.
+        blur_probability=0.5,
+        blur_strength=0.2,
         crop_size=24,
         crop_epochs=2,
         tta_level=2,

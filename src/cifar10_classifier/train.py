@@ -323,6 +323,7 @@ def augment_batch(
         images = augment.random_flip(images, generator)
     images = augment.random_translate(images, generator, recipe.translate)
     images = augment.random_affine(images, generator, recipe.rotation_degrees, recipe.zoom, recipe.shift)
+    images = augment.random_blur(images, generator, recipe.blur_probability, recipe.blur_strength)
     if epoch <= recipe.crop_epochs:
         images = augment.random_crop(images, generator, recipe.crop_size)
     return images
