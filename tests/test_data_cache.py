@@ -172,6 +172,29 @@ def test_damaged_entry_in_the_way_is_replaced(tmp_path):
     assert entries(tmp_path) == [folder.name]
 
 
+def test_entry_made_with_another_resize_filter_is_decoded_again(tmp_path, monkeypatch):
+    source = write_files(tmp_path / "images", image_folder_files("png")[0])
+    first = load_dataset(source)
+    meta_path = entry_dir(default_cache_dir(), first.checksum) / "meta.json"
+    assert json.loads(meta_path.read_text())["resize_filter"] == "box"
+    forbid_decoding(monkeypatch)
+    load_dataset(source)  # same filter: read from the cache
+    monkeypatch.setattr(cache_module, "RESIZE_FILTER", "lanczos")
+    with pytest.raises(AssertionError, match="decoded again"):
+        load_dataset(source)
+
+
+def test_temporary_entries_left_by_a_killed_process_are_swept(tmp_path):
+    stale, running = tmp_path / ".building-stale", tmp_path / ".building-running"
+    stale.mkdir()
+    running.mkdir()
+    hours_ago = os.path.getmtime(stale) - 2 * 3600
+    os.utime(stale, (hours_ago, hours_ago))
+    splits = {"train": (np.zeros((1, 32, 32, 3), np.uint8), [0]), "test": (np.zeros((1, 32, 32, 3), np.uint8), [1])}
+    write_cached(tmp_path, "e" * 64, splits, {})
+    assert not stale.exists() and running.exists()
+
+
 def test_skip_bad_images_is_its_own_entry(tmp_path):
     """A load that skipped bad images must not answer a later strict load from the cache."""
     files, _ = image_folder_files("png")

@@ -20,8 +20,9 @@ import torch
 from support import png_bytes, tiny_dataset
 
 from cifar10_classifier import CLASSES
+from cifar10_classifier.checkpoints import CHECKPOINT_NAME
 from cifar10_classifier.recipes import resolve_recipe
-from cifar10_classifier.train import CHECKPOINT_NAME, train
+from cifar10_classifier.train import train
 
 pytestmark = pytest.mark.slow
 

@@ -1,6 +1,7 @@
+import pytest
 import torch
 
-from cifar10_classifier.optimizers import MuonSGD, orthogonalize
+from cifar10_classifier.optimizers import MuonSGD, lookahead_decay, lookahead_step, orthogonalize
 
 
 def test_orthogonalize_flattens_the_singular_values():
@@ -37,3 +38,16 @@ def test_muon_groups_keep_the_filter_norm_and_sgd_groups_match_torch_sgd():
     assert torch.allclose(bias, reference_bias, atol=1e-6)
     state = optimizer.state_dict()
     assert len(state["param_groups"]) == 2 and len(state["state"]) == 2
+
+
+def test_lookahead_step_averages_then_resets_the_weights():
+    model = torch.nn.Linear(2, 1, bias=False)
+    with torch.no_grad():
+        model.weight.fill_(1.0)
+    average = lookahead_step(model, None, 0.0)
+    with torch.no_grad():
+        model.weight.fill_(3.0)
+    lookahead_step(model, average, 0.75)  # average moves a quarter of the way: 1 -> 1.5
+    assert torch.allclose(model.weight, torch.full((1, 2), 1.5)) and torch.equal(average["weight"], model.weight)
+    assert lookahead_decay(0, 100) == 0.0
+    assert lookahead_decay(100, 100) == pytest.approx(0.95**5)

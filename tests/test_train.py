@@ -7,7 +7,7 @@ import torch
 from support import tiny_dataset, tiny_recipe
 
 from cifar10_classifier import train as train_module
-from cifar10_classifier.train import CHECKPOINT_NAME, RunFolderError, lr_multiplier, train
+from cifar10_classifier.train import lr_multiplier, train
 
 
 def test_short_training_learns_the_tiny_task(tmp_path):
@@ -116,56 +116,6 @@ def test_whitening_bias_freezes_after_its_epochs(tmp_path, monkeypatch):
     train(tiny_recipe("fast", epochs=3, whiten_bias_epochs=1), tiny_dataset(), tmp_path, show_progress=False)
     assert not torch.equal(biases[0], torch.zeros_like(biases[0]))  # it trained in epoch 1
     assert torch.equal(biases[0], biases[1]) and torch.equal(biases[1], biases[2])
-
-
-def test_lookahead_step_averages_then_resets_the_weights():
-    model = torch.nn.Linear(2, 1, bias=False)
-    with torch.no_grad():
-        model.weight.fill_(1.0)
-    average = train_module.lookahead_step(model, None, 0.0)
-    with torch.no_grad():
-        model.weight.fill_(3.0)
-    train_module.lookahead_step(model, average, 0.75)  # average moves a quarter of the way: 1 -> 1.5
-    assert torch.allclose(model.weight, torch.full((1, 2), 1.5)) and torch.equal(average["weight"], model.weight)
-    assert train_module.lookahead_decay(0, 100) == 0.0
-    assert train_module.lookahead_decay(100, 100) == pytest.approx(0.95**5)
-
-
-def test_existing_run_folder_is_never_overwritten(tmp_path):
-    dataset = tiny_dataset()
-    recipe = tiny_recipe("fast", epochs=1)
-    train(recipe, dataset, tmp_path, show_progress=False)
-    with pytest.raises(RunFolderError, match="--resume"):
-        train(recipe, dataset, tmp_path, show_progress=False)
-    train(recipe, dataset, tmp_path, force=True, show_progress=False)
-    with pytest.raises(RunFolderError, match="nothing to resume"):
-        train(recipe, dataset, tmp_path / "empty", resume=True, show_progress=False)
-
-
-def test_checkpoint_write_is_atomic(tmp_path, monkeypatch):
-    dataset = tiny_dataset()
-    recipe = tiny_recipe("fast", epochs=1)
-    train(recipe, dataset, tmp_path, show_progress=False)
-    good = (tmp_path / CHECKPOINT_NAME).read_bytes()
-
-    def half_write(payload, path):
-        with open(path, "wb") as handle:
-            handle.write(b"partial")
-        raise OSError("disk full")
-
-    monkeypatch.setattr(torch, "save", half_write)
-    with pytest.raises(OSError, match="disk full"):
-        train(recipe, dataset, tmp_path, force=True, show_progress=False)
-    assert not list(tmp_path.glob(".*.tmp"))
-    # --force removed the old checkpoint on purpose; a failed save never leaves a half-written one behind.
-    assert not (tmp_path / CHECKPOINT_NAME).exists() or (tmp_path / CHECKPOINT_NAME).read_bytes() == good
-
-
-def test_damaged_checkpoint_is_refused_with_advice(tmp_path):
-    dataset = tiny_dataset()
-    (tmp_path / CHECKPOINT_NAME).write_bytes(b"not a checkpoint")
-    with pytest.raises(RunFolderError, match="--force"):
-        train(tiny_recipe("fast", epochs=1), dataset, tmp_path, resume=True, show_progress=False)
 
 
 def test_linear_schedule_warms_up_and_decays():

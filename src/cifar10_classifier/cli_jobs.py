@@ -39,6 +39,7 @@ def cmd_train(args: argparse.Namespace) -> int:
             raise UserError(f"batch size {recipe.batch_size} does not split over {args.nproc} processes")
         return _launch_torchrun(args.nproc, args.command_line)
 
+    from cifar10_classifier.checkpoints import RunFolderError
     from cifar10_classifier.distributed import (
         DistributedContext,
         DistributedFailure,
@@ -46,7 +47,7 @@ def cmd_train(args: argparse.Namespace) -> int:
         distributed_context,
         shutdown_distributed,
     )
-    from cifar10_classifier.train import RunFolderError, TrainJob, run_training_job
+    from cifar10_classifier.train import TrainJob, run_training_job
 
     out_dir = args.out or Path("runs") / recipe.name
     job = TrainJob(

@@ -4,6 +4,8 @@ Muon (momentum, then orthogonalisation) replaces each filter bank's update by th
 matrix: every direction of the update moves by the same amount, so rarely-excited directions learn as fast as
 dominant ones. Every conv in the fast nets is followed by a BatchNorm, so a filter bank's scale does not matter;
 Muon keeps it fixed, and the learning rate is then simply the size of each step relative to the weights.
+
+Also airbench's lookahead: a running average of the weights that the model is pulled back to now and then.
 """
 
 from __future__ import annotations
@@ -55,3 +57,21 @@ class MuonSGD(torch.optim.Optimizer):
                     param.mul_(len(param) ** 0.5 / (param.norm() + 1e-12))
                     update = orthogonalize(update.reshape(len(update), -1)).view_as(param)
                 param.add_(update, alpha=-lr)
+
+
+@torch.no_grad()
+def lookahead_step(model: torch.nn.Module, average: dict | None, decay: float) -> dict:
+    """Move the running average of the weights (and BN statistics) towards the model by (1 - decay), then set
+    the model to it. With no average yet, start one from the model."""
+    current = model.state_dict()
+    if average is None:
+        return {k: v.detach().clone() for k, v in current.items() if v.is_floating_point()}
+    for name, averaged in average.items():
+        averaged.lerp_(current[name], 1.0 - decay)
+        current[name].copy_(averaged)
+    return average
+
+
+def lookahead_decay(step: int, total_steps: int) -> float:
+    """airbench's schedule: no averaging early on, rising to a 0.95^5 pull at the end of training."""
+    return 0.95**5 * (step / max(1, total_steps)) ** 3

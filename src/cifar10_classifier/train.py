@@ -1,4 +1,4 @@
-"""The training loop: epochs, progress, early stopping, atomic checkpoints, resume, and distributed data parallel.
+"""The training loop: epochs, early stopping, checkpoints and resume, and distributed data parallel.
 
 Data stays in memory as one normalised tensor and is augmented by batch (augment.py). The test split is never
 looked at here: early stopping and model selection use the validation split only.
@@ -8,12 +8,8 @@ from __future__ import annotations
 
 import copy
 import json
-import math
-import os
-import signal
-import sys
 import time
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
@@ -21,7 +17,14 @@ import torch
 import torch.nn.functional as F
 
 from cifar10_classifier import CLASSES, augment
-from cifar10_classifier.atomic import atomic_path, atomic_write_text
+from cifar10_classifier.atomic import atomic_write_text
+from cifar10_classifier.checkpoints import (
+    CHECKPOINT_NAME,
+    TrainState,
+    load_checkpoint,
+    prepare_run_folder,
+    save_checkpoint,
+)
 from cifar10_classifier.data import Dataset, stratified_split
 from cifar10_classifier.distributed import (
     DistributedContext,
@@ -31,34 +34,14 @@ from cifar10_classifier.distributed import (
 )
 from cifar10_classifier.machine import cpu_has_native_bf16, machine_info
 from cifar10_classifier.models import create_model
-from cifar10_classifier.optimizers import MuonSGD
+from cifar10_classifier.optimizers import MuonSGD, lookahead_decay, lookahead_step
 from cifar10_classifier.preprocess import IMAGE_SIZE, MEAN_RGB, RESIZE_FILTER, STD_RGB
+from cifar10_classifier.progress import Progress
 from cifar10_classifier.recipes import Recipe
 from cifar10_classifier.tensors import normalised_tensor
 
-CHECKPOINT_NAME = "checkpoint.pt"
 CONFIG_NAME = "config.json"
 HISTORY_NAME = "history.json"
-
-
-class RunFolderError(Exception):
-    """The run folder exists and would be overwritten, or a checkpoint cannot be resumed."""
-
-
-@dataclass
-class TrainState:
-    """Everything a checkpoint needs to continue a run to the same result."""
-
-    epoch: int = 0  # epochs completed
-    history: list[dict] = field(default_factory=list)
-    best_val_loss: float = math.inf
-    best_epoch: int = 0
-    best_model_state: dict | None = None
-    epochs_since_best: int = 0
-    lr_scale: float = 1.0  # for the plateau schedule
-    plateau_wait: int = 0
-    train_seconds: float = 0.0
-    lookahead_average: dict | None = None  # the running average of the weights, when the recipe uses lookahead
 
 
 def choose_device() -> torch.device:
@@ -146,130 +129,6 @@ def evaluate_loss_accuracy(model, images, labels, batch_size: int, bf16: bool) -
     return total_loss / max(1, len(labels)), correct / max(1, len(labels))
 
 
-class _DeferInterrupts:
-    """Hold Ctrl-C while a checkpoint is written, then deliver it: an interrupt never cuts a save in half."""
-
-    def __enter__(self):
-        self.pending = False
-        try:
-            self.previous = signal.signal(signal.SIGINT, self._remember)
-        except ValueError:  # not the main thread
-            self.previous = None
-        return self
-
-    def _remember(self, *_):
-        self.pending = True
-
-    def __exit__(self, *exc):
-        if self.previous is not None:
-            signal.signal(signal.SIGINT, self.previous)
-            if self.pending:
-                raise KeyboardInterrupt
-
-
-_TENSOR_STATE = ("best_model_state", "lookahead_average")  # TrainState fields that hold weights
-
-
-def save_checkpoint(path: Path, model, optimizer, state: TrainState, generator: torch.Generator) -> None:
-    payload = {
-        "model": model.state_dict(),
-        "optimizer": optimizer.state_dict(),
-        "generator": generator.get_state(),
-        "torch_rng": torch.get_rng_state(),
-        "state": {k: v for k, v in state.__dict__.items() if k not in _TENSOR_STATE},
-        **{k: getattr(state, k) for k in _TENSOR_STATE},
-    }
-    with _DeferInterrupts(), atomic_path(path) as temp_path:
-        torch.save(payload, temp_path)
-
-
-def _unresumable(path: Path, error: Exception) -> RunFolderError:
-    return RunFolderError(f"{path}: cannot resume from this checkpoint ({error}); start again with --force")
-
-
-def _read_checkpoint(path: Path) -> dict:
-    try:
-        # weights_only: a checkpoint is data, never code, even if someone else wrote it.
-        return torch.load(path, map_location="cpu", weights_only=True)
-    except Exception as error:
-        raise _unresumable(path, error) from error
-
-
-def load_checkpoint(
-    path: Path, model, optimizer, generator: torch.Generator, dist: DistributedContext | None = None
-) -> TrainState:
-    # Rank 0 reads the file and sends it to the others: only its machine needs the run folder.
-    payload = main_decides(dist or DistributedContext(), lambda: _read_checkpoint(path))
-    try:
-        model.load_state_dict(payload["model"])
-        optimizer.load_state_dict(payload["optimizer"])
-        generator.set_state(payload["generator"])
-        torch.set_rng_state(payload["torch_rng"])
-        state = TrainState(**payload["state"])
-        for key in _TENSOR_STATE:
-            setattr(state, key, payload.get(key))
-    except Exception as error:
-        raise _unresumable(path, error) from error
-    return state
-
-
-def prepare_run_folder(out_dir: Path, resume: bool, force: bool) -> bool:
-    """-> True when there is a checkpoint to resume from. Never overwrites a run without --resume or --force."""
-    checkpoint = out_dir / CHECKPOINT_NAME
-    if resume:
-        if not checkpoint.is_file():
-            raise RunFolderError(f"{out_dir}: nothing to resume (no {CHECKPOINT_NAME}); drop --resume to start anew")
-        return True
-    if out_dir.exists() and any(out_dir.iterdir()) and not force:
-        raise RunFolderError(f"{out_dir}: run folder exists; pass --resume to continue it or --force to start over")
-    if force and checkpoint.exists():
-        checkpoint.unlink()
-    out_dir.mkdir(parents=True, exist_ok=True)
-    return False
-
-
-class Progress:
-    """One line per epoch; a live bar within the epoch when attached to a terminal; quiet unless rank 0."""
-
-    def __init__(self, enabled: bool, total_epochs: int):
-        self.enabled = enabled
-        self.live = enabled and sys.stderr.isatty() and not os.environ.get("CI")
-        self.total_epochs = total_epochs
-
-    def batch(self, epoch: int, done: int, total: int, started: float) -> None:
-        if not self.live:
-            return
-        elapsed = time.perf_counter() - started
-        rate = done / elapsed if elapsed > 0 else 0.0
-        eta = (total - done) / rate if rate > 0 else 0.0
-        width = 30
-        filled = int(width * done / max(1, total))
-        print(
-            f"\repoch {epoch:>3} [{'#' * filled}{'.' * (width - filled)}] {done}/{total} "
-            f"{rate:,.0f} img/s eta {eta:4.0f}s",
-            end="",
-            file=sys.stderr,
-            flush=True,
-        )
-
-    def epoch(self, row: dict, eta_seconds: float) -> None:
-        if not self.enabled:
-            return
-        if self.live:
-            print("\r\033[K", end="", file=sys.stderr)
-        val = (
-            f" val_loss {row['val_loss']:.4f} val_acc {row['val_accuracy']:.4f}"
-            if row.get("val_loss") is not None
-            else ""
-        )
-        print(
-            f"epoch {row['epoch']:>3}/{self.total_epochs} train_loss {row['train_loss']:.4f} "
-            f"train_acc {row['train_accuracy']:.4f}{val} lr {row['lr']:.3g} {row['images_per_second']:,.0f} img/s "
-            f"elapsed {row['elapsed_seconds']:.0f}s eta {eta_seconds:.0f}s",
-            flush=True,
-        )
-
-
 def model_card(recipe: Recipe, model_config: dict, dataset: Dataset, state: TrainState) -> dict:
     return {
         "name": f"cifar10-{recipe.name}",
@@ -293,24 +152,6 @@ def model_card(recipe: Recipe, model_config: dict, dataset: Dataset, state: Trai
         "train_seconds": round(state.train_seconds, 1),
         "machine": machine_info(),
     }
-
-
-@torch.no_grad()
-def lookahead_step(model: torch.nn.Module, average: dict | None, decay: float) -> dict:
-    """Move the running average of the weights (and BN statistics) towards the model by (1 - decay), then set
-    the model to it. With no average yet, start one from the model."""
-    current = model.state_dict()
-    if average is None:
-        return {k: v.detach().clone() for k, v in current.items() if v.is_floating_point()}
-    for name, averaged in average.items():
-        averaged.lerp_(current[name], 1.0 - decay)
-        current[name].copy_(averaged)
-    return average
-
-
-def lookahead_decay(step: int, total_steps: int) -> float:
-    """airbench's schedule: no averaging early on, rising to a 0.95^5 pull at the end of training."""
-    return 0.95**5 * (step / max(1, total_steps)) ** 3
 
 
 def augment_batch(
@@ -342,6 +183,102 @@ def track_validation(state: TrainState, val_loss: float, recipe: Recipe, model: 
         if state.plateau_wait >= recipe.plateau_patience:
             state.lr_scale *= recipe.plateau_factor
             state.plateau_wait = 0
+
+
+@dataclass(frozen=True)
+class StepPlan:
+    """How a run's epochs are cut into optimizer steps: the same on every rank."""
+
+    steps_per_epoch: int
+    global_batch: int  # the recipe's batch_size, split over the ranks
+    per_rank: int
+    total_steps: int
+    loss_scale: float  # DDP averages gradients over ranks: a summed loss is scaled back to the global sum
+    lookahead_period: int  # steps between lookahead pulls; 0: off
+
+
+def plan_steps(recipe: Recipe, n_train: int, world_size: int) -> StepPlan:
+    if recipe.batch_size % world_size:
+        raise ValueError(f"batch_size {recipe.batch_size} is not divisible by the world size {world_size}")
+    steps_per_epoch = n_train // recipe.batch_size  # drop the ragged last batch: every step has the same size
+    lookahead = max(1, round(recipe.lookahead_samples / recipe.batch_size)) if recipe.lookahead_samples else 0
+    return StepPlan(
+        steps_per_epoch=steps_per_epoch,
+        global_batch=recipe.batch_size,
+        per_rank=recipe.batch_size // world_size,
+        total_steps=steps_per_epoch * recipe.epochs,
+        loss_scale=float(world_size) if recipe.loss_reduction == "sum" else 1.0,
+        lookahead_period=lookahead,
+    )
+
+
+def run_epoch(
+    epoch: int,
+    *,
+    trained_model: torch.nn.Module,
+    optimizer: torch.optim.Optimizer,
+    batches: tuple[torch.Tensor, torch.Tensor, torch.Tensor],
+    state: TrainState,
+    recipe: Recipe,
+    plan: StepPlan,
+    generator: torch.Generator,
+    dist: DistributedContext,
+    bf16: bool,
+    progress: Progress,
+) -> tuple[float, float, int]:
+    """Train one epoch (1-based) of plan.steps_per_epoch steps -> (summed loss, correct, images) over all ranks.
+
+    batches: the training images (normalised), their labels and their flip phases. trained_model is the model,
+    or its DDP wrapper.
+    """
+    images_all, labels_all, flip_phase = batches
+    device = images_all.device
+    model = trained_model.module if dist.enabled else trained_model
+    model.train()
+    started = time.perf_counter()
+    order = torch.randperm(len(labels_all), generator=generator)
+    loss_sum = torch.zeros((), device=device)
+    correct = torch.zeros((), device=device, dtype=torch.long)
+    seen = 0
+    for step_in_epoch in range(plan.steps_per_epoch):
+        global_step = state.epoch * plan.steps_per_epoch + step_in_epoch
+        indices = order[step_in_epoch * plan.global_batch : (step_in_epoch + 1) * plan.global_batch]
+        # Every rank draws the whole global batch's augmentation, then keeps its shard: the same draws as
+        # one process would make, whatever the world size.
+        images = augment_batch(images_all[indices.to(device)], flip_phase[indices].to(device), epoch, recipe, generator)
+        shard = slice(dist.rank * plan.per_rank, (dist.rank + 1) * plan.per_rank)
+        images, labels = images[shard], labels_all[indices.to(device)][shard]
+        if recipe.channels_last:
+            images = images.contiguous(memory_format=torch.channels_last)
+
+        multiplier = lr_multiplier(global_step, plan.total_steps, recipe) * state.lr_scale
+        for group in optimizer.param_groups:
+            frozen = group.get("name") == "whiten_bias" and 0 < recipe.whiten_bias_epochs < epoch
+            # A zero lr (not requires_grad=False) freezes it: DDP keeps the same set of gradients every step.
+            group["lr"] = 0.0 if frozen else group["base_lr"] * multiplier
+        with torch.autocast(device.type, dtype=torch.bfloat16, enabled=bf16):
+            logits = trained_model(images)
+        loss = classification_loss(logits, labels, recipe)
+        (loss * plan.loss_scale).backward()
+        optimizer.step()
+        optimizer.zero_grad(set_to_none=True)
+        if plan.lookahead_period and (global_step + 1) % plan.lookahead_period == 0:
+            decay = lookahead_decay(global_step + 1, plan.total_steps)
+            state.lookahead_average = lookahead_step(model, state.lookahead_average, decay)
+
+        with torch.no_grad():
+            loss_sum += loss.detach() if recipe.loss_reduction == "sum" else loss.detach() * len(labels)
+            correct += (logits.detach().argmax(1) == labels).sum()
+        seen += len(labels)
+        done = (step_in_epoch + 1) * plan.global_batch
+        progress.batch(epoch, done, plan.steps_per_epoch * plan.global_batch, started)
+
+    if dist.enabled:
+        totals = torch.stack([loss_sum.float(), correct.float(), torch.tensor(float(seen), device=device)])
+        torch.distributed.all_reduce(totals)
+        loss_sum, correct, seen = totals[0], totals[1], int(totals[2].item())
+        average_batchnorm_statistics(model, dist)  # unsynchronised BN: every rank ends the epoch with one model
+    return float(loss_sum), float(correct), seen
 
 
 def train(
@@ -396,97 +333,51 @@ def train(
         )
 
     if dist.is_main:
-        atomic_write_text(
-            out_dir / CONFIG_NAME,
-            json.dumps(
-                {
-                    "recipe": recipe.to_dict(),
-                    "model_config": model_config,
-                    "data": {
-                        "source": dataset.source,
-                        "sha256": dataset.checksum,
-                        "train": len(train_indices),
-                        "val": len(val_indices),
-                    },
-                    "world_size": dist.world_size,
-                    "bf16": bf16,
-                    "device": str(device),
-                },
-                indent=2,
-            ),
-        )
+        run_config = {
+            "recipe": recipe.to_dict(),
+            "model_config": model_config,
+            "data": {
+                "source": dataset.source,
+                "sha256": dataset.checksum,
+                "train": len(train_indices),
+                "val": len(val_indices),
+            },
+            "world_size": dist.world_size,
+            "bf16": bf16,
+            "device": str(device),
+        }
+        atomic_write_text(out_dir / CONFIG_NAME, json.dumps(run_config, indent=2))
 
-    n_train = len(train_labels)
-    global_batch = recipe.batch_size
-    if global_batch % dist.world_size:
-        raise ValueError(f"batch_size {global_batch} is not divisible by the world size {dist.world_size}")
-    per_rank = global_batch // dist.world_size
-    steps_per_epoch = n_train // global_batch  # drop the ragged last batch: every step has the same size
-    total_steps = steps_per_epoch * recipe.epochs
-    # Under DDP gradients are averaged over ranks; a summed loss must be scaled back to the global sum.
-    loss_scale = float(dist.world_size) if recipe.loss_reduction == "sum" else 1.0
+    plan = plan_steps(recipe, len(train_labels), dist.world_size)
     # airbench's alternating flip: a fixed random phase per image, drawn once per run.
-    flip_phase = torch.rand(n_train, generator=torch.Generator().manual_seed(recipe.seed + 1)) < 0.5
+    flip_phase = torch.rand(len(train_labels), generator=torch.Generator().manual_seed(recipe.seed + 1)) < 0.5
     progress = Progress(show_progress and dist.is_main, recipe.epochs)
-    lookahead_period = max(1, round(recipe.lookahead_samples / global_batch)) if recipe.lookahead_samples else 0
-    if lookahead_period and state.lookahead_average is None:
+    if plan.lookahead_period and state.lookahead_average is None:
         state.lookahead_average = lookahead_step(model, None, 0.0)
 
     stopped_early = False
     while state.epoch < recipe.epochs:
         epoch = state.epoch + 1
         epoch_started = time.perf_counter()
-        model.train()
-        order = torch.randperm(n_train, generator=generator)
-        loss_sum = torch.zeros((), device=device)
-        correct = torch.zeros((), device=device, dtype=torch.long)
-        seen = 0
-        for step_in_epoch in range(steps_per_epoch):
-            global_step = state.epoch * steps_per_epoch + step_in_epoch
-            indices = order[step_in_epoch * global_batch : (step_in_epoch + 1) * global_batch]
-            # Every rank draws the whole global batch's augmentation, then keeps its shard: the same draws as
-            # one process would make, whatever the world size.
-            images = augment_batch(
-                train_images[indices.to(device)], flip_phase[indices].to(device), epoch, recipe, generator
-            )
-            shard = slice(dist.rank * per_rank, (dist.rank + 1) * per_rank)
-            images, labels = images[shard], train_labels[indices.to(device)][shard]
-            if recipe.channels_last:
-                images = images.contiguous(memory_format=torch.channels_last)
-
-            multiplier = lr_multiplier(global_step, total_steps, recipe) * state.lr_scale
-            for group in optimizer.param_groups:
-                frozen = group.get("name") == "whiten_bias" and 0 < recipe.whiten_bias_epochs < epoch
-                # A zero lr (not requires_grad=False) freezes it: DDP keeps the same set of gradients every step.
-                group["lr"] = 0.0 if frozen else group["base_lr"] * multiplier
-            with torch.autocast(device.type, dtype=torch.bfloat16, enabled=bf16):
-                logits = trained_model(images)
-            loss = classification_loss(logits, labels, recipe)
-            (loss * loss_scale).backward()
-            optimizer.step()
-            optimizer.zero_grad(set_to_none=True)
-            if lookahead_period and (global_step + 1) % lookahead_period == 0:
-                decay = lookahead_decay(global_step + 1, total_steps)
-                state.lookahead_average = lookahead_step(model, state.lookahead_average, decay)
-
-            with torch.no_grad():
-                per_sample = loss.detach() if recipe.loss_reduction == "sum" else loss.detach() * len(labels)
-                loss_sum += per_sample
-                correct += (logits.detach().argmax(1) == labels).sum()
-            seen += len(labels)
-            progress.batch(epoch, (step_in_epoch + 1) * global_batch, steps_per_epoch * global_batch, epoch_started)
-
-        if dist.enabled:
-            totals = torch.stack([loss_sum.float(), correct.float(), torch.tensor(float(seen), device=device)])
-            torch.distributed.all_reduce(totals)
-            loss_sum, correct, seen = totals[0], totals[1], int(totals[2].item())
-            average_batchnorm_statistics(model, dist)  # unsynchronised BN: every rank ends the epoch with one model
+        loss_sum, correct, seen = run_epoch(
+            epoch,
+            trained_model=trained_model,
+            optimizer=optimizer,
+            batches=(train_images, train_labels, flip_phase),
+            state=state,
+            recipe=recipe,
+            plan=plan,
+            generator=generator,
+            dist=dist,
+            bf16=bf16,
+            progress=progress,
+        )
         epoch_seconds = time.perf_counter() - epoch_started
         state.train_seconds += epoch_seconds
         row = {
             "epoch": epoch,
-            "train_loss": float(loss_sum) / max(1, seen),
-            "train_accuracy": float(correct) / max(1, seen),
+            "train_loss": loss_sum / max(1, seen),
+            "train_accuracy": correct / max(1, seen),
             "val_loss": None,
             "val_accuracy": None,
             "lr": next(g["lr"] for g in optimizer.param_groups if g.get("name") == "weights"),
