@@ -63,3 +63,31 @@ def test_evaluate_cli_on_a_run(trained_run, tmp_path, monkeypatch):
     assert main(["evaluate", str(run), "--out", str(tmp_path / "eval")]) == 0
     assert (tmp_path / "eval" / "metrics.json").is_file()
     assert main(["evaluate", str(tmp_path / "missing")]) == 2
+
+
+def test_evaluation_batch_size_changes_speed_not_results(tmp_path, monkeypatch):
+    import torch
+
+    from cifar10_classifier import evaluate
+    from cifar10_classifier.models import create_model
+
+    torch.manual_seed(0)
+    model = create_model("fast-net", widths=[8, 8, 8]).eval()
+    images = torch.randn(23, 3, 32, 32)
+    one_batch = evaluate.predict_plain_and_tta_logits(model, images, tta_level=2, batch_size=500)
+    small_batches = evaluate.predict_plain_and_tta_logits(model, images, tta_level=2, batch_size=7)
+    for a, b in zip(one_batch, small_batches, strict=True):
+        np.testing.assert_allclose(a, b, rtol=1e-4, atol=1e-5)
+
+    # evaluate_model passes its batch size on (training runs give it the recipe's eval_batch_size).
+    seen = []
+    real = evaluate.predict_plain_and_tta_logits
+    monkeypatch.setattr(
+        evaluate,
+        "predict_plain_and_tta_logits",
+        lambda model, images, tta, batch_size, bf16: seen.append(batch_size) or real(model, images, tta, batch_size),
+    )
+    labels = np.arange(23) % 10
+    images_uint8 = np.zeros((23, 32, 32, 3), np.uint8)
+    evaluate.evaluate_model(model, images_uint8, labels, 0, tmp_path, batch_size=7)
+    assert seen == [7]

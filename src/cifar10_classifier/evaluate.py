@@ -110,6 +110,7 @@ def evaluate_model(
     history: list[dict] | None = None,
     card: dict | None = None,
     bf16: bool = False,
+    batch_size: int = 500,
 ) -> dict:
     """Evaluate on the test split and write metrics.json, curves.png, confusion.png, mistakes.png, report.md."""
     from cifar10_classifier import plots
@@ -118,7 +119,7 @@ def evaluate_model(
     device = next(model.parameters()).device
     images = normalised_tensor(test_images_uint8, device, channels_last=True)
     labels = np.asarray(test_labels)
-    plain_logits, final_logits = predict_plain_and_tta_logits(model, images, tta_level, bf16=bf16)
+    plain_logits, final_logits = predict_plain_and_tta_logits(model, images, tta_level, batch_size, bf16)
     metrics = {"test": compute_metrics(plain_logits, labels)}
     if tta_level:
         metrics["test_tta"] = compute_metrics(final_logits, labels)

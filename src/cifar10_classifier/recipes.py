@@ -133,6 +133,9 @@ RECIPES: dict[str, Recipe] = {
         crop_size=24,
         crop_epochs=2,
         tta_level=2,
+        # The 6-view TTA evaluation of the test split is part of the timed budget: on this CPU batches of 100 run
+        # 1,559 view-images/s against 989 at 500 (they stay in cache), the same logits either way.
+        eval_batch_size=100,
     ),
 }
 # Five minutes on the same CPU: narrower, 3 epochs, one of them on crops.

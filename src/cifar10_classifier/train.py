@@ -464,6 +464,7 @@ def run_training_job(job: TrainJob, dist: DistributedContext | None = None) -> d
             state.history,
             card,
             bf16=use_bf16(job.recipe, choose_device()),
+            batch_size=job.recipe.eval_batch_size,
         )
         card["accuracy"] = {
             "test": metrics["test_accuracy"],
