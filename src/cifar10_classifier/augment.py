@@ -70,7 +70,7 @@ def random_blur(
 
     Why: a photo sent to the API reaches the net through an antialiased downscale, which is softer than a CIFAR
     tile; a net that never saw soft images loses about a point on them. Only the chosen images are filtered, by
-    shifted adds: a few microseconds a batch.
+    shifted adds: about a millisecond for a batch of 128 here, against ~230 ms for the training step.
     """
     if probability <= 0 or max_strength <= 0:
         return images
@@ -79,13 +79,14 @@ def random_blur(
     strength = torch.rand(len(images), generator=generator)[chosen] * max_strength
     if len(chosen) == 0:
         return images
+    chosen = chosen.to(images.device)
     side = strength.to(images.device, images.dtype).view(-1, 1, 1, 1)
     centre = 1 - 2 * side
-    padded = F.pad(images[chosen.to(images.device)], (1, 1, 1, 1), mode="replicate")
-    rows = side * (padded[:, :, :-2] + padded[:, :, 2:]) + centre * padded[:, :, 1:-1]
-    softened = side * (rows[..., :-2] + rows[..., 2:]) + centre * rows[..., 1:-1]
+    padded = F.pad(images[chosen], (1, 1, 1, 1), mode="replicate")  # (n, C, H + 2, W + 2)
+    rows = side * (padded[:, :, :-2] + padded[:, :, 2:]) + centre * padded[:, :, 1:-1]  # (n, C, H, W + 2)
+    softened = side * (rows[..., :-2] + rows[..., 2:]) + centre * rows[..., 1:-1]  # (n, C, H, W)
     out = images.clone()
-    out[chosen.to(images.device)] = softened
+    out[chosen] = softened
     return out
 
 
