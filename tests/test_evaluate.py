@@ -56,12 +56,19 @@ def test_training_run_writes_every_result_file(trained_run):
 
 def test_evaluate_cli_on_a_run(trained_run, tmp_path, monkeypatch):
     import cifar10_classifier.data as data_module
+    from cifar10_classifier import evaluate
     from cifar10_classifier.cli import main
 
     run, dataset = trained_run
     monkeypatch.setattr(data_module, "load_dataset", lambda *a, **k: dataset)
+    seen = []
+    real_evaluate = evaluate.evaluate_model
+    monkeypatch.setattr(
+        evaluate, "evaluate_model", lambda *a, **k: seen.append(k["batch_size"]) or real_evaluate(*a, **k)
+    )
     assert main(["evaluate", str(run), "--out", str(tmp_path / "eval")]) == 0
     assert (tmp_path / "eval" / "metrics.json").is_file()
+    assert seen == [json.loads((run / "config.json").read_text())["recipe"]["eval_batch_size"]]
     assert main(["evaluate", str(tmp_path / "missing")]) == 2
 
 

@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import argparse
+import contextlib
+import json
 import os
 import sys
 from pathlib import Path
@@ -140,12 +142,26 @@ def cmd_evaluate(args: argparse.Namespace) -> int:
     history = []
     history_path = folder / "history.json"
     if history_path.is_file():
-        import json
-
         history = json.loads(history_path.read_text())
+    # The run's own evaluation batch (the fast recipes use a CPU-friendly 100), read from the config beside it;
+    # without one (or from an older, hand-made one) the default gives the same results at another speed.
+    batch_size = 500
+    config_path = folder / "config.json"
+    if config_path.is_file():
+        with contextlib.suppress(ValueError, KeyError, TypeError):
+            batch_size = int(json.loads(config_path.read_text())["recipe"]["eval_batch_size"])
     tta_level = card.get("tta_level", 0) if args.tta_level is None else args.tta_level
     out_dir = args.out or folder
-    metrics = evaluate_model(model, dataset.test.images_uint8, dataset.test.labels, tta_level, out_dir, history, card)
+    metrics = evaluate_model(
+        model,
+        dataset.test.images_uint8,
+        dataset.test.labels,
+        tta_level,
+        out_dir,
+        history,
+        card,
+        batch_size=batch_size,
+    )
     print(
         f"test accuracy {metrics['test_accuracy']:.4f}, with TTA {metrics['test_accuracy_tta']:.4f}; "
         f"report: {out_dir / 'report.md'}"
