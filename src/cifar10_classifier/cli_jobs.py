@@ -129,6 +129,7 @@ def cmd_evaluate(args: argparse.Namespace) -> int:
     from cifar10_classifier.data import load_dataset
     from cifar10_classifier.errors import UserError
     from cifar10_classifier.evaluate import evaluate_model
+    from cifar10_classifier.recipes import DEFAULT_EVAL_BATCH_SIZE
     from cifar10_classifier.weights import WeightsError, load_weights, resolve_weights_folder
 
     try:
@@ -145,7 +146,7 @@ def cmd_evaluate(args: argparse.Namespace) -> int:
         history = json.loads(history_path.read_text())
     # The run's own evaluation batch (the fast recipes use a CPU-friendly 100), read from the config beside it;
     # without one (or from an older, hand-made one) the default gives the same results at another speed.
-    batch_size = 500
+    batch_size = DEFAULT_EVAL_BATCH_SIZE
     config_path = folder / "config.json"
     if config_path.is_file():
         with contextlib.suppress(ValueError, KeyError, TypeError):

@@ -16,6 +16,7 @@ import torch.nn.functional as F
 from cifar10_classifier import CLASSES
 from cifar10_classifier.atomic import atomic_write_text
 from cifar10_classifier.augment import tta_views
+from cifar10_classifier.recipes import DEFAULT_EVAL_BATCH_SIZE
 from cifar10_classifier.tensors import normalised_tensor
 
 
@@ -65,7 +66,11 @@ def compute_metrics(logits: np.ndarray, labels: np.ndarray) -> dict:
 
 @torch.no_grad()
 def predict_plain_and_tta_logits(
-    model: torch.nn.Module, images: torch.Tensor, tta_level: int = 0, batch_size: int = 500, bf16: bool = False
+    model: torch.nn.Module,
+    images: torch.Tensor,
+    tta_level: int = 0,
+    batch_size: int = DEFAULT_EVAL_BATCH_SIZE,
+    bf16: bool = False,
 ) -> tuple[np.ndarray, np.ndarray]:
     """Normalised float images (N, 3, 32, 32) -> (logits of the images as they are, logits averaged over the TTA
     views), both (N, 10). The first TTA view is the image itself, so one pass gives both."""
@@ -87,7 +92,11 @@ def predict_plain_and_tta_logits(
 
 
 def predict_logits(
-    model: torch.nn.Module, images: torch.Tensor, tta_level: int = 0, batch_size: int = 500, bf16: bool = False
+    model: torch.nn.Module,
+    images: torch.Tensor,
+    tta_level: int = 0,
+    batch_size: int = DEFAULT_EVAL_BATCH_SIZE,
+    bf16: bool = False,
 ) -> np.ndarray:
     """Normalised float images (N, 3, 32, 32) -> logits (N, 10), averaged over the TTA views."""
     return predict_plain_and_tta_logits(model, images, tta_level, batch_size, bf16)[1]
@@ -110,7 +119,7 @@ def evaluate_model(
     history: list[dict] | None = None,
     card: dict | None = None,
     bf16: bool = False,
-    batch_size: int = 500,
+    batch_size: int = DEFAULT_EVAL_BATCH_SIZE,
 ) -> dict:
     """Evaluate on the test split and write metrics.json, curves.png, confusion.png, mistakes.png, report.md."""
     from cifar10_classifier import plots

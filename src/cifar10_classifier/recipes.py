@@ -9,6 +9,9 @@ import tomllib
 from dataclasses import asdict, dataclass, field, fields, replace
 from pathlib import Path
 
+# Images per forward pass when evaluating, unless a recipe says otherwise (the fast recipes use 100 on CPU).
+DEFAULT_EVAL_BATCH_SIZE = 500
+
 
 @dataclass(frozen=True)
 class Recipe:
@@ -53,7 +56,7 @@ class Recipe:
     early_stopping_patience: int = 0
     # Evaluation
     tta_level: int = 0  # 0 none, 1 mirror, 2 mirror + 1-pixel translations
-    eval_batch_size: int = 500
+    eval_batch_size: int = DEFAULT_EVAL_BATCH_SIZE
     # Machine
     bf16: str = "auto"  # "auto" uses bf16 autocast only where the CPU has native bf16 (AVX512-BF16/AMX) or CUDA
     channels_last: bool = True
