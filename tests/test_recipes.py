@@ -33,3 +33,11 @@ def test_unknown_field_is_refused():
         resolve_recipe("fast", {"epocs": 3})
     with pytest.raises(KeyError, match="unknown recipe"):
         resolve_recipe("nope")
+
+
+def test_crop_size_per_epoch():
+    fixed = resolve_recipe("fast", {"crop_size": "24", "crop_epochs": "2", "crop_sizes": "[]"})
+    assert [fixed.crop_size_for_epoch(e) for e in (1, 2, 3)] == [24, 24, 32]
+    # A per-epoch schedule (typed from the CLI's literal) replaces crop_size/crop_epochs.
+    growing = resolve_recipe("fast", {"crop_sizes": "[16, 24]", "crop_epochs": "5"})
+    assert [growing.crop_size_for_epoch(e) for e in (1, 2, 3, 6)] == [16, 24, 32, 32]

@@ -60,8 +60,9 @@ def test_early_stopping_stops_at_patience_and_restores_best_weights(tmp_path, mo
         {},
         {"lookahead_samples": 80, "whiten_bias_epochs": 1},
         {"optimizer": "muon", "muon_lr": 0.05, "crop_epochs": 1, "crop_size": 24},
+        {"crop_sizes": [16, 24]},
     ],
-    ids=["plain", "lookahead", "muon-and-crops"],
+    ids=["plain", "lookahead", "muon-and-crops", "crop-schedule"],
 )
 def test_resume_after_interruption_gives_the_same_weights(tmp_path, monkeypatch, extras):
     dataset = tiny_dataset()

@@ -165,9 +165,7 @@ def augment_batch(
     images = augment.random_translate(images, generator, recipe.translate)
     images = augment.random_affine(images, generator, recipe.rotation_degrees, recipe.zoom, recipe.shift)
     images = augment.random_blur(images, generator, recipe.blur_probability, recipe.blur_strength)
-    if epoch <= recipe.crop_epochs:
-        images = augment.random_crop(images, generator, recipe.crop_size)
-    return images
+    return augment.random_crop(images, generator, recipe.crop_size_for_epoch(epoch))
 
 
 def track_validation(state: TrainState, val_loss: float, recipe: Recipe, model: torch.nn.Module) -> None:
