@@ -47,7 +47,7 @@ class Recipe:
     crop_epochs: int = 0
     # Or one size per epoch for the first len(crop_sizes) epochs (e.g. [16, 24]: a growing window); when set it
     # replaces crop_size and crop_epochs. An epoch's cost falls with its pixels: 16x16 costs ~1/4 of 32x32 here.
-    crop_sizes: tuple[int, ...] = ()
+    crop_sizes: list[int] = field(default_factory=list)
     # A random share of each batch is softened by a 3-tap blur of random strength (augment.random_blur), so
     # photos, which reach the net through an antialiased downscale, look like what it trained on.
     blur_probability: float = 0.0
