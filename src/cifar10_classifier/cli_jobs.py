@@ -130,6 +130,7 @@ def cmd_evaluate(args: argparse.Namespace) -> int:
     from cifar10_classifier.errors import UserError
     from cifar10_classifier.evaluate import evaluate_model
     from cifar10_classifier.recipes import DEFAULT_EVAL_BATCH_SIZE
+    from cifar10_classifier.train import CONFIG_NAME
     from cifar10_classifier.weights import WeightsError, load_weights, resolve_weights_folder
 
     try:
@@ -147,7 +148,7 @@ def cmd_evaluate(args: argparse.Namespace) -> int:
     # The run's own evaluation batch (the fast recipes use a CPU-friendly 100), read from the config beside it;
     # without one (or from an older, hand-made one) the default gives the same results at another speed.
     batch_size = DEFAULT_EVAL_BATCH_SIZE
-    config_path = folder / "config.json"
+    config_path = folder / CONFIG_NAME
     if config_path.is_file():
         with contextlib.suppress(ValueError, KeyError, TypeError):
             batch_size = int(json.loads(config_path.read_text())["recipe"]["eval_batch_size"])
