@@ -24,7 +24,8 @@ from common import DEFAULT_DATA, write_results
 
 from cifar10_classifier.data import load_dataset
 from cifar10_classifier.models import create_model
-from cifar10_classifier.recipes import resolve_recipe
+from cifar10_classifier.recipes import Recipe
+from cifar10_classifier.train import CONFIG_NAME
 
 
 def peak_matmul_gflops(dtype: torch.dtype, size: int = 2048, repeats: int = 10) -> float:
@@ -37,16 +38,30 @@ def peak_matmul_gflops(dtype: torch.dtype, size: int = 2048, repeats: int = 10) 
     return 2 * size**3 * repeats / (time.perf_counter() - started) / 1e9
 
 
-def training_flops_per_image(recipe_name: str) -> float:
-    """Forward FLOPs x 3 (forward + two backward matmuls), counted by torch's FLOP counter."""
+def training_flops_per_image(recipe: Recipe, size: int = 32) -> float:
+    """Forward FLOPs x 3 (forward + two backward matmuls) for one size x size image, by torch's FLOP counter."""
     from torch.utils.flop_counter import FlopCounterMode
 
-    recipe = resolve_recipe(recipe_name)
     model = create_model(recipe.model, **recipe.model_config)
     counter = FlopCounterMode(display=False)
     with counter, torch.no_grad():
-        model.eval()(torch.randn(1, 3, 32, 32))  # eval: batch norm on one image is undefined in training mode
+        model.eval()(torch.randn(1, 3, size, size))  # eval: batch norm on one image is undefined in training mode
     return 3.0 * counter.get_total_flops()
+
+
+def training_gflops(out: Path, history: list[dict]) -> float:
+    """The FLOPs a run's training did: each epoch's images at that epoch's training window (crop epochs cost
+    less than full-size ones), with the recipe the run wrote beside its results."""
+    config = json.loads((out / CONFIG_NAME).read_text())
+    recipe = Recipe(**config["recipe"])
+    per_size: dict[int, float] = {}
+    total = 0.0
+    for epoch, row in enumerate(history, start=1):
+        size = recipe.crop_size_for_epoch(epoch)
+        if size not in per_size:
+            per_size[size] = training_flops_per_image(recipe, size)
+        total += per_size[size] * row["images_per_second"] * row["epoch_seconds"]
+    return total / 1e9
 
 
 def run_recipe(recipe: str, seed: int, data: str, runs_dir: Path, nproc: int, overrides: list[str]) -> dict:
@@ -94,6 +109,7 @@ def collect_run(out: Path, recipe: str, seed: int, nproc: int, process_seconds: 
         "train_only_seconds": round(train_only, 1),
         "process_seconds": process_seconds,
         "images_per_second": round(images / train_only, 1),
+        "training_gflops_per_image": round(training_gflops(out, history) / images, 3),
         "test_accuracy": metrics["test_accuracy"],
         "test_accuracy_tta": metrics["test_accuracy_tta"],
         "tta_level": metrics["tta_level"],
@@ -141,9 +157,8 @@ def main() -> int:
                 else:
                     result = run_recipe(recipe, seed, args.data, args.runs_dir, nproc, args.set)
                 result["overrides"] = args.set
-                flops = training_flops_per_image(recipe)
-                result["training_gflops_per_image"] = round(flops / 1e9, 3)
-                result["fraction_of_peak_fp32"] = round(result["images_per_second"] * flops / 1e9 / peak["fp32"], 3)
+                gflops_per_second = result["images_per_second"] * result["training_gflops_per_image"]
+                result["fraction_of_peak_fp32"] = round(gflops_per_second / peak["fp32"], 3)
                 runs.append(result)
                 print(json.dumps(result), flush=True)
 
