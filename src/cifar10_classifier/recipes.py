@@ -113,14 +113,15 @@ RECIPES: dict[str, Recipe] = {
     #   the eps below, this recipe went from 86.4% to 88.0%;
     # - whiten_eps 5e-3 (not airbench's 5e-4): the shared images are JPEGs whose finest colour detail is mostly
     #   compression noise, which a small eps amplifies ~45x;
-    # - widths 64-160-160 with the first two epochs on 20x20 and 24x24 crops (a 20px epoch costs ~0.37 of a full
-    #   one, a 24px one ~0.55): 88.59% against 88.09% for 64-128-128 with two 24px epochs (seed 0), ~1 minute
-    #   more; 64-192-192 in 5 epochs (16, 24, then 32) fell to 87.06%. 16x16 crops cut too much of each object:
-    #   on fast-small, two 16px epochs added in front lost 0.8 points.
+    # - the first two epochs on 20x20 then 24x24 crops (a 20px epoch costs ~0.37 of a full one, a 24px one ~0.55)
+    #   pay for wider blocks: at 64-160-160 this scored 88.59% against 88.09% for 64-128-128 with two 24px epochs
+    #   (seed 0), but took 942 s with its evaluation on a slow day of this shared CPU (840 s on another), too close
+    #   to 15 minutes; 64-144-144 sits between. 64-192-192 in 5 epochs (16, 24, then 32) fell to 87.06%. 16x16
+    #   crops cut too much of each object: on fast-small, two 16px epochs added in front lost 0.8 points.
     "fast": Recipe(
         name="fast",
         model="fast-net",
-        model_config={"widths": [64, 160, 160], "whiten_eps": 5e-3},
+        model_config={"widths": [64, 144, 144], "whiten_eps": 5e-3},
         epochs=6,
         batch_size=128,
         optimizer="muon",
