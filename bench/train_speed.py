@@ -28,14 +28,19 @@ from cifar10_classifier.recipes import Recipe
 from cifar10_classifier.train import CONFIG_NAME
 
 
-def peak_matmul_gflops(dtype: torch.dtype, size: int = 2048, repeats: int = 10) -> float:
+def peak_matmul_gflops(dtype: torch.dtype, size: int = 2048, repeats: int = 10, rounds: int = 5) -> float:
+    """The best of a few rounds: this is a peak, and on a shared machine one round can land on a busy second
+    (a single round once read 87 GFLOP/s on a CPU that reaches ~175)."""
     a, b = torch.randn(size, size, dtype=dtype), torch.randn(size, size, dtype=dtype)
     for _ in range(2):
         a @ b
-    started = time.perf_counter()
-    for _ in range(repeats):
-        a @ b
-    return 2 * size**3 * repeats / (time.perf_counter() - started) / 1e9
+    best = 0.0
+    for _ in range(rounds):
+        started = time.perf_counter()
+        for _ in range(repeats):
+            a @ b
+        best = max(best, 2 * size**3 * repeats / (time.perf_counter() - started) / 1e9)
+    return best
 
 
 def training_flops_per_image(recipe: Recipe, size: int = 32) -> float:
