@@ -114,9 +114,13 @@ def test_whitening_bias_freezes_after_its_epochs(tmp_path, monkeypatch):
         real_save(path, model, *args)
 
     monkeypatch.setattr(train_module, "save_checkpoint", record)
-    train(tiny_recipe("fast", epochs=3, whiten_bias_epochs=1), tiny_dataset(), tmp_path, show_progress=False)
+    model, _, _ = train(
+        tiny_recipe("fast", epochs=3, whiten_bias_epochs=1), tiny_dataset(), tmp_path, show_progress=False
+    )
     assert not torch.equal(biases[0], torch.zeros_like(biases[0]))  # it trained in epoch 1
     assert torch.equal(biases[0], biases[1]) and torch.equal(biases[1], biases[2])
+    # Frozen for good in one process: no gradient is computed for it (nor through the first conv's input).
+    assert not model.whiten.bias.requires_grad and model.whiten.bias.grad is None
 
 
 def test_linear_schedule_warms_up_and_decays():
