@@ -155,7 +155,8 @@ RECIPES: dict[str, Recipe] = {
         crop_epochs=2,
         # The whitening bias trains in the first epoch only (airbench: 3 of ~10). After it, no step computes the
         # first block's input gradient: 5-7% off each step. fast-small: 84.64% against 84.68% training it always;
-        # fast (seed 0): 87.97% against 88.09%, within seed noise. More TTA views (4 diagonal or 8 neighbouring
+        # fast on the 2-seed bench: 87.86% (87.97 / 87.75) against 87.98% (88.09 / 87.86), within seed noise,
+        # in 777 / 860 s on a slow hour (last bench: 885 / 891 s). More TTA views (4 diagonal or 8 neighbouring
         # shifts, each mirrored) scored no better than these 6 on two fast models.
         whiten_bias_epochs=1,
         tta_level=2,
