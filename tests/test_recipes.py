@@ -11,7 +11,10 @@ def test_classic_recipe_is_the_keras_one():
 
 
 def test_default_recipes_exist():
-    assert {"classic", "fast", "fast-small"} <= set(RECIPES)
+    assert {"classic", "fast", "fast-small", "fast-large"} <= set(RECIPES)
+    large, fast = RECIPES["fast-large"], RECIPES["fast"]
+    assert large.model_config["widths"] == [64, 256, 256] and large.epochs == 8
+    assert (large.optimizer, large.crop_epochs, large.tta_level) == (fast.optimizer, fast.crop_epochs, fast.tta_level)
 
 
 def test_overrides_are_typed_and_reach_model_config(tmp_path):
