@@ -36,7 +36,7 @@ format: $(STAMP)
 test: $(STAMP) browser lint
 	$(BIN)/python -m pytest
 
-# Rebuild the bundled int8 model from the shared archive (about 15 minutes on a 2-core CPU).
+# Rebuild the bundled int8 model (recipe fast-large) from the shared archive (about 45 minutes on a 2-core CPU).
 bundled-model: $(STAMP)
 	$(BIN)/python scripts/build_bundled_model.py --data $(DATA)
 

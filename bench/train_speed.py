@@ -188,11 +188,13 @@ def main() -> int:
             f"{mean('images_per_second'):.0f} | {mean('fraction_of_peak_fp32'):.0%} | "
             f"{mean('test_accuracy'):.2%} | {mean('test_accuracy_tta'):.2%} |"
         )
-    lines += ["", "Each row is the mean over its seeds; every run is listed in train_speed.json."]
+    lines += ["", f"Each row is the mean over its seeds; every run is listed in {args.name}.json."]
     for run in runs:
         if run.get("reused_run"):
             finished = run["run_finished"]
             lines.append(f"{run['recipe']} (seed {run['seed']}): reused the run finished {finished} (--reuse).")
+    if args.collect:
+        lines.append("Summarised from finished run folders (--collect): the peak was measured then, after training.")
     if args.set:
         lines.insert(0, f"Recipe overrides: {', '.join(args.set)}.")
     write_results(args.name, {"peak_matmul_gflops": peak, "runs": runs}, lines)

@@ -14,7 +14,7 @@ def test_bundled_model_loads_with_its_card():
     predictor = Predictor()
     card = predictor.card
     assert tuple(card["classes"]) == CLASSES
-    assert card["format"] == "onnx-int8" and card["recipe"] == "fast"
+    assert card["format"] == "onnx-int8" and card["recipe"] == "fast-large"
     assert card["accuracy"]["onnx_int8"] > 0.8  # a trained model, not chance (0.1)
     assert {"mean", "std", "resize_filter", "size"} <= set(card["input"])
     assert card["machine"]["cpu"] and card["train_seconds"] > 0
