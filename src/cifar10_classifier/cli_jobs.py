@@ -199,9 +199,10 @@ def cmd_predict(args: argparse.Namespace) -> int:
 
 
 def register_jobs(commands, add_data_arguments) -> None:
+    from cifar10_classifier.recipes import recipe_names  # stdlib only: the parser stays torch-free
     from cifar10_classifier.serve.cli import register as register_serve
 
-    train = commands.add_parser("train", help="train a recipe (classic, fast, fast-small, fast-large)")
+    train = commands.add_parser("train", help=f"train a recipe ({', '.join(recipe_names())})")
     train.add_argument("--recipe", default="fast", help="recipe name (default: fast)")
     train.add_argument("--data", help="data source (archive, batches folder, image folder)")
     train.add_argument("--out", type=Path, help="run folder (default runs/RECIPE)")
