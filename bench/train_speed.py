@@ -1,17 +1,23 @@
-"""Train each recipe on the shared archive and record time, throughput and test accuracy.
+"""Train each recipe on the shared archive beside the peer, on the same cores in the same run, and record
+time, throughput and test accuracy as ratios to the peer.
 
-    python bench/train_speed.py --data ../shared/datasets/cifar10-jpeg.tar.gz [--recipes fast,fast-small,classic]
-        [--seeds 2] [--nproc 1]
+    python bench/train_speed.py [--data ARCHIVE] [--recipes fast,fast-small,classic] [--seeds 2] [--nproc 1]
+        [--no-peer | --peer-result FILE] [--peer-epochs 8] [--frontier]
 
 Each run is a real `cifar10 train` process; its time is training plus the final test-time-augmented evaluation
-(the dataset is decoded into the cache first, outside the timing). Writes bench/results/train_speed.json and
-train_speed.md. Also reports training throughput as a fraction of this machine's measured peak matmul
-throughput in the same dtype, so the distance to the hardware limit is on record.
+(the dataset is decoded into the cache first, outside the timing), the same span the peer's own timer covers.
+The peer is airbench94_muon on the CPU (bench/peer.py); every row gets `time_ratio_vs_peer` (our seconds / the
+peer's at --peer-epochs) and `accuracy_delta_vs_peer` (points). With --frontier the peer runs at 2, 4 and 8
+epochs and bench/results/frontier.json and frontier.png hold every point, with each recipe's margin over the
+peer's frontier (linear between its points) at its own time. Absolute seconds are context: the machine block
+names the CPU, its SIMD flags, the precision and the measured matmul peak. Throughput is also reported as a
+fraction of that peak in the training precision.
 """
 
 from __future__ import annotations
 
 import argparse
+import itertools
 import json
 import os
 import subprocess
@@ -20,27 +26,15 @@ import time
 from pathlib import Path
 
 import torch
-from common import DEFAULT_DATA, write_results
+from common import DEFAULT_DATA, RESULTS, bench_machine, machine_line, write_results
+from peer import PEER_NAME, load_peer_result, run_peers
 
+from cifar10_classifier.atomic import atomic_write_text
 from cifar10_classifier.data import load_dataset
+from cifar10_classifier.machine import usable_cores
 from cifar10_classifier.models import create_model
 from cifar10_classifier.recipes import Recipe
 from cifar10_classifier.train import CONFIG_NAME
-
-
-def peak_matmul_gflops(dtype: torch.dtype, size: int = 2048, repeats: int = 10, rounds: int = 5) -> float:
-    """The best of a few rounds: this is a peak, and on a shared machine one round can land on a busy second
-    (a single round once read 87 GFLOP/s on a CPU that reaches ~175)."""
-    a, b = torch.randn(size, size, dtype=dtype), torch.randn(size, size, dtype=dtype)
-    for _ in range(2):
-        a @ b
-    best = 0.0
-    for _ in range(rounds):
-        started = time.perf_counter()
-        for _ in range(repeats):
-            a @ b
-        best = max(best, 2 * size**3 * repeats / (time.perf_counter() - started) / 1e9)
-    return best
 
 
 def training_flops_per_image(recipe: Recipe, size: int = 32) -> float:
@@ -58,7 +52,7 @@ def training_gflops(out: Path, history: list[dict]) -> float:
     """The FLOPs a run's training did: each epoch's images at that epoch's training window (crop epochs cost
     less than full-size ones), with the recipe the run wrote beside its results."""
     config = json.loads((out / CONFIG_NAME).read_text())
-    recipe = Recipe(**config["recipe"])
+    recipe = Recipe.from_dict(config["recipe"])
     per_size: dict[int, float] = {}
     total = 0.0
     for epoch, row in enumerate(history, start=1):
@@ -93,7 +87,7 @@ def run_recipe(recipe: str, seed: int, data: str, runs_dir: Path, nproc: int, ov
     print(f"$ {' '.join(command)}", flush=True)
     started = time.perf_counter()
     # N processes share the machine's cores: each gets cores / N threads, not torchrun's default of one.
-    threads = max(1, (os.cpu_count() or 1) // nproc)
+    threads = max(1, usable_cores() // nproc)
     subprocess.run(command, check=True, env={**os.environ, "CI": "1", "OMP_NUM_THREADS": str(threads)})
     return collect_run(out, recipe, seed, nproc, round(time.perf_counter() - started, 1))
 
@@ -120,17 +114,118 @@ def collect_run(out: Path, recipe: str, seed: int, nproc: int, process_seconds: 
         "tta_level": metrics["tta_level"],
         "run": str(out),
         "run_finished": card["version"],
+        "precision": card.get("precision", {}).get("reason"),
     }
+
+
+def peer_point(peer: dict, epochs: int) -> dict:
+    return next(point for point in peer["points"] if point["epochs"] == epochs)
+
+
+def frontier_accuracy(peer: dict, seconds: float) -> float:
+    """The peer's accuracy at `seconds`, linear between its points; below its cheapest point, that point's."""
+    points = sorted((p["train_seconds"], p["test_accuracy_tta"]) for p in peer["points"])
+    if seconds <= points[0][0]:
+        return points[0][1]
+    for (t0, a0), (t1, a1) in itertools.pairwise(points):
+        if seconds <= t1:
+            return a0 + (a1 - a0) * (seconds - t0) / (t1 - t0)
+    return points[-1][1]  # past its most expensive point: no claim that the peer would go on improving
+
+
+# The targets of the frontier issue, per recipe: (points above the peer's 8-epoch accuracy, at most this
+# fraction of its time). Every recipe must also lie 0.5 point above the frontier.
+TARGETS = {"fast-large": (0.3, 0.8), "fast": (-1.5, 0.4), "fast-small": (-4.0, 0.15)}
+FRONTIER_MARGIN = 0.5
+
+
+def compare_with_peer(runs: list[dict], peer: dict, peer_epochs: int) -> dict:
+    """Add the ratios to each run, and summarise each recipe's mean against the peer and its frontier."""
+    reference = peer_point(peer, peer_epochs)
+    for run in runs:
+        run["time_ratio_vs_peer"] = round(run["train_seconds"] / reference["train_seconds"], 3)
+        run["accuracy_delta_vs_peer"] = round((run["test_accuracy_tta"] - reference["test_accuracy_tta"]) * 100, 2)
+    recipes: dict[str, dict] = {}
+    for recipe in dict.fromkeys(run["recipe"] for run in runs if run["nproc"] == 1):
+        group = [run for run in runs if run["recipe"] == recipe and run["nproc"] == 1]
+        seconds = sum(r["train_seconds"] for r in group) / len(group)
+        accuracy = sum(r["test_accuracy_tta"] for r in group) / len(group)
+        summary = {
+            "seeds": len(group),
+            "train_seconds": round(seconds, 1),
+            "test_accuracy_tta": round(accuracy, 4),
+            "time_ratio_vs_peer": round(seconds / reference["train_seconds"], 3),
+            "accuracy_delta_vs_peer": round((accuracy - reference["test_accuracy_tta"]) * 100, 2),
+        }
+        if len(peer["points"]) > 1:
+            summary["margin_over_frontier"] = round((accuracy - frontier_accuracy(peer, seconds)) * 100, 2)
+            summary["above_frontier_target_met"] = summary["margin_over_frontier"] >= FRONTIER_MARGIN
+        if recipe in TARGETS:
+            points, ratio = TARGETS[recipe]
+            summary["target"] = f">= peer {points:+.1f} pt in <= {ratio}x its time"
+            summary["target_met"] = (
+                summary["accuracy_delta_vs_peer"] >= points and summary["time_ratio_vs_peer"] <= ratio
+            )
+        recipes[recipe] = summary
+    return {"reference_epochs": peer_epochs, "recipes": recipes}
+
+
+def plot_frontier(peer: dict, runs: list[dict], path: Path, title: str) -> None:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    from cifar10_classifier.atomic import atomic_path
+
+    figure, axes = plt.subplots(figsize=(7, 4.5))
+    points = sorted(peer["points"], key=lambda p: p["train_seconds"])
+    axes.plot(
+        [p["train_seconds"] for p in points],
+        [p["test_accuracy_tta"] * 100 for p in points],
+        "o-",
+        color="tab:gray",
+        label=f"peer: {PEER_NAME}",
+    )
+    for p in points:
+        axes.annotate(
+            f"{p['epochs']} ep",
+            (p["train_seconds"], p["test_accuracy_tta"] * 100),
+            textcoords="offset points",
+            xytext=(4, -12),
+            fontsize=8,
+            color="tab:gray",
+        )
+    for recipe in dict.fromkeys(run["recipe"] for run in runs):
+        group = [run for run in runs if run["recipe"] == recipe and run["nproc"] == 1]
+        axes.scatter([r["train_seconds"] for r in group], [r["test_accuracy_tta"] * 100 for r in group], label=recipe)
+    axes.set_xlabel("seconds: training + TTA evaluation (same machine, same run)")
+    axes.set_ylabel("test accuracy with TTA (%)")
+    axes.set_title(title, fontsize=9)
+    axes.grid(alpha=0.3)
+    axes.legend(fontsize=8)
+    figure.tight_layout()
+    with atomic_path(path) as temp:
+        figure.savefig(temp, format="png", dpi=120)
+    plt.close(figure)
 
 
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--data", default=str(DEFAULT_DATA))
     parser.add_argument("--recipes", default="fast,fast-small,classic")
-    parser.add_argument("--seeds", type=int, default=2, help="seeds for fast and fast-small (classic runs one)")
+    parser.add_argument("--seeds", type=int, default=2, help="seeds for the fast recipes (classic runs one)")
     parser.add_argument("--nproc", default="1", help="comma-separated process counts, e.g. 1,2")
     parser.add_argument("--runs-dir", type=Path, default=Path("runs/bench"))
     parser.add_argument("--name", default="train_speed", help="results file name (e.g. train_scaling)")
+    parser.add_argument("--peer", action=argparse.BooleanOptionalAction, default=True, help="run the peer too")
+    parser.add_argument("--peer-epochs", type=int, default=8, help="the peer run the ratios compare with")
+    parser.add_argument(
+        "--peer-result", type=Path, help="reuse bench/peer.py's file from this machine today instead of running it"
+    )
+    parser.add_argument(
+        "--frontier", action="store_true", help="peer at 2, 4 and 8 epochs; write frontier.json and frontier.png"
+    )
     parser.add_argument(
         "--collect",
         action="store_true",
@@ -147,8 +242,19 @@ def main() -> int:
     args = parser.parse_args()
 
     load_dataset(args.data)  # decode into the cache once, outside every timing
-    torch.set_num_threads(os.cpu_count() or 1)
-    peak = {"fp32": round(peak_matmul_gflops(torch.float32), 1)}
+    torch.set_num_threads(usable_cores())
+    machine = bench_machine()
+    precision = machine["precision"]["used"]
+    peak = machine["peak_matmul_gflops"][precision]
+    peer_epochs = sorted({2, 4, 8, args.peer_epochs}) if args.frontier else [args.peer_epochs]
+    peer = None
+    if args.peer_result:
+        peer = load_peer_result(args.peer_result, peer_epochs)
+    elif args.peer:
+        peer = run_peers(peer_epochs, args.data)  # first, so the peer and ours see the same hour of this CPU
+        # Kept at once: should a later run fail, --peer-result reuses it with --collect.
+        atomic_write_text(RESULTS / "peer_airbench.json", json.dumps(peer, indent=2) + "\n")
+
     runs = []
     reuse = set(filter(None, args.reuse.split(",")))
     for recipe in args.recipes.split(","):
@@ -163,19 +269,52 @@ def main() -> int:
                     result = run_recipe(recipe, seed, args.data, args.runs_dir, nproc, args.set)
                 result["overrides"] = args.set
                 gflops_per_second = result["images_per_second"] * result["training_gflops_per_image"]
-                result["fraction_of_peak_fp32"] = round(gflops_per_second / peak["fp32"], 3)
+                result[f"fraction_of_peak_{precision}"] = round(gflops_per_second / peak, 3)
                 runs.append(result)
                 print(json.dumps(result), flush=True)
 
-    summary = {}
+    comparison = compare_with_peer(runs, peer, args.peer_epochs) if peer else None
+    lines = markdown_table(runs, precision, peer, comparison, args)
+    payload = {"peak_matmul_gflops": machine["peak_matmul_gflops"], "peer": peer, "vs_peer": comparison, "runs": runs}
+    write_results(args.name, payload, lines, machine)
+    if args.frontier and peer:
+        frontier = {"peer": peer, "vs_peer": comparison, "runs": runs}
+        write_results("frontier", frontier, lines, machine)
+        plot_frontier(peer, runs, RESULTS / "frontier.png", machine_line(machine))
+    return 0
+
+
+def markdown_table(runs: list[dict], precision: str, peer: dict | None, comparison: dict | None, args) -> list[str]:
+    lines: list[str] = []
+    if peer and comparison:
+        reference = peer_point(peer, comparison["reference_epochs"])
+        lines += [
+            f"Peer: {PEER_NAME} at {reference['epochs']} epochs, {reference['test_accuracy_tta']:.2%} with TTA in "
+            f"{reference['train_seconds']} s ({reference['dtype']}), measured "
+            + ("in this run." if "reused_from" not in peer else f"on this machine today ({peer['reused_from']})."),
+            "",
+            "| recipe | seeds | time vs peer | accuracy vs peer | margin over the peer's frontier | target | met |",
+            "|---|---|---|---|---|---|---|",
+        ]
+        for recipe, row in comparison["recipes"].items():
+            margin = row.get("margin_over_frontier")
+            lines.append(
+                f"| {recipe} | {row['seeds']} | {row['time_ratio_vs_peer']:.2f}x | "
+                f"{row['accuracy_delta_vs_peer']:+.2f} pt | {'-' if margin is None else f'{margin:+.2f} pt'} | "
+                f"{row.get('target', '-')} | {row.get('target_met', '-')} |"
+            )
+        if len(peer["points"]) > 1:
+            lines += ["", "| peer epochs | seconds | accuracy TTA |", "|---|---|---|"]
+            lines += [
+                f"| {p['epochs']} | {p['train_seconds']} | {p['test_accuracy_tta']:.2%} |" for p in peer["points"]
+            ]
+        lines.append("")
+    summary: dict = {}
     for run in runs:
-        key = (run["recipe"], run["nproc"])
-        summary.setdefault(key, []).append(run)
-    lines = [
-        f"Peak fp32 matmul: {peak['fp32']} GFLOP/s.",
-        "",
-        "| recipe | procs | seeds | epochs | wall-clock s (train + TTA eval) | images/s | % of peak | "
-        "test acc | test acc TTA |",
+        summary.setdefault((run["recipe"], run["nproc"]), []).append(run)
+    lines += [
+        "| recipe | procs | seeds | epochs | seconds (train + TTA eval) | images/s | % of peak | test acc | "
+        "test acc TTA |",
         "|---|---|---|---|---|---|---|---|---|",
     ]
     for (recipe, nproc), group in summary.items():
@@ -185,20 +324,18 @@ def main() -> int:
 
         lines.append(
             f"| {recipe} | {nproc} | {len(group)} | {group[0]['epochs']} | {mean('train_seconds'):.0f} | "
-            f"{mean('images_per_second'):.0f} | {mean('fraction_of_peak_fp32'):.0%} | "
+            f"{mean('images_per_second'):.0f} | {mean(f'fraction_of_peak_{precision}'):.0%} | "
             f"{mean('test_accuracy'):.2%} | {mean('test_accuracy_tta'):.2%} |"
         )
     lines += ["", f"Each row is the mean over its seeds; every run is listed in {args.name}.json."]
     for run in runs:
         if run.get("reused_run"):
-            finished = run["run_finished"]
-            lines.append(f"{run['recipe']} (seed {run['seed']}): reused the run finished {finished} (--reuse).")
+            lines.append(f"{run['recipe']} (seed {run['seed']}): reused the run finished {run['run_finished']}.")
     if args.collect:
         lines.append("Summarised from finished run folders (--collect): the peak was measured then, after training.")
     if args.set:
         lines.insert(0, f"Recipe overrides: {', '.join(args.set)}.")
-    write_results(args.name, {"peak_matmul_gflops": peak, "runs": runs}, lines)
-    return 0
+    return lines
 
 
 if __name__ == "__main__":

@@ -1,6 +1,8 @@
+from dataclasses import replace
+
 import pytest
 
-from cifar10_classifier.recipes import RECIPES, load_config_file, resolve_recipe
+from cifar10_classifier.recipes import RECIPES, Recipe, RecipeError, load_config_file, resolve_recipe
 
 
 def test_classic_recipe_is_the_keras_one():
@@ -14,7 +16,7 @@ def test_default_recipes_exist():
     assert {"classic", "fast", "fast-small", "fast-large"} <= set(RECIPES)
     large, fast = RECIPES["fast-large"], RECIPES["fast"]
     assert large.model_config["widths"] == [64, 256, 256] and large.epochs == 8
-    assert (large.optimizer, large.crop_epochs, large.tta_level) == (fast.optimizer, fast.crop_epochs, fast.tta_level)
+    assert (large.optimizer, large.crop_sizes, large.tta_level) == (fast.optimizer, fast.crop_sizes, fast.tta_level)
 
 
 def test_overrides_are_typed_and_reach_model_config(tmp_path):
@@ -32,15 +34,47 @@ def test_overrides_are_typed_and_reach_model_config(tmp_path):
 
 
 def test_unknown_field_is_refused():
-    with pytest.raises(KeyError, match="no field"):
+    with pytest.raises(RecipeError, match="no field"):
         resolve_recipe("fast", {"epocs": 3})
-    with pytest.raises(KeyError, match="unknown recipe"):
+    with pytest.raises(RecipeError, match="unknown recipe"):
         resolve_recipe("nope")
 
 
 def test_crop_size_per_epoch():
-    fixed = resolve_recipe("fast", {"crop_size": "24", "crop_epochs": "2", "crop_sizes": "[]"})
-    assert [fixed.crop_size_for_epoch(e) for e in (1, 2, 3)] == [24, 24, 32]
-    # A per-epoch schedule (typed from the CLI's literal) replaces crop_size/crop_epochs.
-    growing = resolve_recipe("fast", {"crop_sizes": "[16, 24]", "crop_epochs": "5"})
+    assert [RECIPES["fast"].crop_size_for_epoch(e) for e in (1, 2, 3)] == [24, 24, 32]
+    growing = resolve_recipe("fast", {"crop_sizes": "[16, 24]"})  # typed from the CLI's literal
     assert [growing.crop_size_for_epoch(e) for e in (1, 2, 3, 6)] == [16, 24, 32, 32]
+    with pytest.raises(RecipeError, match="crop_sizes"):
+        resolve_recipe("fast", {"crop_sizes": "[40]"})
+
+
+@pytest.mark.parametrize(
+    ("field", "typo", "allowed"),
+    [
+        ("optimizer", "sgd", "sgd-nesterov, adam, muon"),
+        ("schedule", "cosine", "constant, linear, plateau"),
+        ("flip", "alternate", "none, random, alternating"),
+        ("label_format", "onehot", "index, one-hot"),
+        ("loss_reduction", "avg", "mean, sum"),
+        ("precision", "fp16", "auto, fp32, bf16"),
+    ],
+)
+def test_choice_fields_refuse_values_they_cannot_take(field, typo, allowed, tmp_path):
+    message = f"recipe field {field} must be one of {allowed}, not '{typo}'"
+    with pytest.raises(RecipeError) as caught:
+        resolve_recipe("fast", {field: typo})  # as --set gives it
+    assert str(caught.value) == message
+    config = tmp_path / "overrides.toml"
+    config.write_text(f'{field} = "{typo}"\n')
+    with pytest.raises(RecipeError, match=message):
+        resolve_recipe("fast", load_config_file(config))  # as --config gives it
+    with pytest.raises(RecipeError, match=field):
+        replace(RECIPES["fast"], **{field: typo})  # and from code
+
+
+def test_a_run_config_round_trips_including_older_field_names():
+    fast = RECIPES["fast"]
+    assert Recipe.from_dict(fast.to_dict()) == fast
+    older = {**fast.to_dict(), "bf16": "auto", "crop_size": 24, "crop_epochs": 2}
+    del older["precision"], older["crop_sizes"]
+    assert Recipe.from_dict(older) == fast

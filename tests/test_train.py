@@ -59,7 +59,7 @@ def test_early_stopping_stops_at_patience_and_restores_best_weights(tmp_path, mo
     [
         {},
         {"lookahead_samples": 80, "whiten_bias_epochs": 1},
-        {"optimizer": "muon", "muon_lr": 0.05, "crop_epochs": 1, "crop_size": 24},
+        {"optimizer": "muon", "muon_lr": 0.05, "crop_sizes": [24]},
         {"crop_sizes": [16, 24]},
     ],
     ids=["plain", "lookahead", "muon-and-crops", "crop-schedule"],
@@ -138,7 +138,7 @@ def test_progress_prints_one_line_per_epoch(tmp_path, capsys):
 
 def test_augment_batch_applies_the_recipes_blur_reproducibly():
     images, phase = torch.randn(32, 3, 32, 32), torch.zeros(32, dtype=torch.bool)
-    sharp = tiny_recipe("fast", translate=0, crop_epochs=0, blur_probability=0.0)
+    sharp = tiny_recipe("fast", translate=0, crop_sizes=[], blur_probability=0.0)
     soft = replace(sharp, blur_probability=1.0, blur_strength=0.2)
 
     def run(recipe, seed=3):

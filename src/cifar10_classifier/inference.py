@@ -7,7 +7,6 @@ normalisation, resize filter, accuracy) is read from the ONNX metadata, or from 
 from __future__ import annotations
 
 import json
-import os
 from dataclasses import dataclass, field
 from importlib import resources
 from pathlib import Path
@@ -15,6 +14,7 @@ from pathlib import Path
 import numpy as np
 
 from cifar10_classifier import CLASSES
+from cifar10_classifier.machine import usable_cores
 from cifar10_classifier.preprocess import (
     MEAN_RGB,
     RESIZE_FILTER,
@@ -80,7 +80,7 @@ def top_k_of(probabilities: np.ndarray, classes: tuple[str, ...], k: int) -> Pre
 
 def default_threads(workers: int = 1) -> int:
     """Share the cores between server workers instead of letting each grab all of them."""
-    cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else (os.cpu_count() or 1)
+    cores = usable_cores()
     return max(1, cores // max(1, workers))
 
 

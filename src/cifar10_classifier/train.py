@@ -32,7 +32,7 @@ from cifar10_classifier.distributed import (
     convert_sync_batchnorm,
     main_decides,
 )
-from cifar10_classifier.machine import cpu_has_native_bf16, machine_info
+from cifar10_classifier.machine import PrecisionChoice, choose_precision, machine_info
 from cifar10_classifier.models import create_model
 from cifar10_classifier.optimizers import MuonSGD, lookahead_decay, lookahead_step
 from cifar10_classifier.preprocess import IMAGE_SIZE, MEAN_RGB, RESIZE_FILTER, STD_RGB
@@ -48,11 +48,8 @@ def choose_device() -> torch.device:
     return torch.device("cuda") if torch.cuda.is_available() else torch.device("cpu")
 
 
-def use_bf16(recipe: Recipe, device: torch.device) -> bool:
-    if recipe.bf16 == "auto":
-        # On CPUs without native bf16 (AVX2-only), autocast to bf16 runs ~20x slower than fp32: measured here.
-        return device.type == "cuda" or cpu_has_native_bf16()
-    return str(recipe.bf16).lower() in ("1", "true", "yes", "on")
+def precision_for(recipe: Recipe, device: torch.device) -> PrecisionChoice:
+    return choose_precision(recipe.precision, device.type)
 
 
 def lr_multiplier(step: int, total_steps: int, recipe: Recipe) -> float:
@@ -316,7 +313,8 @@ def train(
         device = torch.device("cuda", dist.local_rank)
     if recipe.threads:
         torch.set_num_threads(recipe.threads)
-    bf16 = use_bf16(recipe, device)
+    precision = precision_for(recipe, device)
+    bf16 = precision.bf16
     torch.manual_seed(recipe.seed)
     generator = torch.Generator().manual_seed(recipe.seed)
 
@@ -358,7 +356,7 @@ def train(
                 "val": len(val_indices),
             },
             "world_size": dist.world_size,
-            "bf16": bf16,
+            "precision": precision.to_dict(),
             "device": str(device),
         }
         atomic_write_text(out_dir / CONFIG_NAME, json.dumps(run_config, indent=2))
@@ -431,6 +429,7 @@ def train(
     elif state.lookahead_average is not None:
         lookahead_step(model, state.lookahead_average, 1.0)  # the final model is the average
     card = model_card(recipe, model_config, dataset, state)
+    card["precision"] = precision.to_dict()
     card["stopped_early"] = stopped_early
     return model, state, card
 
@@ -478,7 +477,7 @@ def run_training_job(job: TrainJob, dist: DistributedContext | None = None) -> d
             job.out_dir,
             state.history,
             card,
-            bf16=use_bf16(job.recipe, choose_device()),
+            bf16=precision_for(job.recipe, choose_device()).bf16,
             batch_size=job.recipe.eval_batch_size,
         )
         card["accuracy"] = {

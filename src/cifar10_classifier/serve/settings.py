@@ -5,12 +5,12 @@ The defaults were chosen by measurement on the 2-core machine the project target
 
 from __future__ import annotations
 
-import os
 from pathlib import Path
 
 from pydantic import Field
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
+from cifar10_classifier.machine import usable_cores
 from cifar10_classifier.preprocess import DEFAULT_MAX_PIXELS
 
 
@@ -59,5 +59,5 @@ class Settings(BaseSettings):
     def resolved_workers(self) -> int:
         if self.workers is not None:
             return self.workers
-        cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else (os.cpu_count() or 1)
+        cores = usable_cores()
         return max(1, min(cores, 4))
