@@ -10,15 +10,27 @@ from cifar10_classifier import train as train_module
 from cifar10_classifier.train import lr_multiplier, train
 
 
-def test_short_training_learns_the_tiny_task(tmp_path):
+@pytest.mark.parametrize("precision", ["fp32", "bf16"])
+def test_short_training_learns_the_tiny_task(tmp_path, precision):
+    # Both paths on every CPU: bf16 autocast runs (slowly) where the CPU emulates it, too.
     dataset = tiny_dataset()
-    _, state, card = train(tiny_recipe("fast", epochs=4), dataset, tmp_path, show_progress=False)
+    _, state, card = train(tiny_recipe("fast", epochs=4, precision=precision), dataset, tmp_path, show_progress=False)
     assert state.epoch == 4 and len(state.history) == 4
     # Well above chance (0.1), and improving: the tiny task is learnable in a few dozen steps.
     assert state.history[-1]["train_accuracy"] > 0.35
     assert state.history[-1]["train_loss"] < state.history[0]["train_loss"]
     assert card["classes"][3] == "cat" and card["data"]["sha256"] == "0" * 64
-    assert json.loads((tmp_path / "config.json").read_text())["recipe"]["epochs"] == 4
+    config = json.loads((tmp_path / "config.json").read_text())
+    assert config["recipe"]["epochs"] == 4
+    expected = {"requested": precision, "used": precision, "reason": f"{precision}: the recipe asks for it"}
+    assert config["precision"] == card["precision"] == expected
+
+
+def test_the_environment_chooses_what_auto_means_and_the_run_records_why(tmp_path, monkeypatch):
+    monkeypatch.setenv("CIFAR10_PRECISION", "fp32")
+    train(tiny_recipe("fast", epochs=1), tiny_dataset(), tmp_path, show_progress=False)
+    recorded = json.loads((tmp_path / "config.json").read_text())["precision"]
+    assert recorded == {"requested": "auto", "used": "fp32", "reason": "auto -> fp32: CIFAR10_PRECISION=fp32"}
 
 
 def test_classic_recipe_trains_with_validation_and_one_hot_labels(tmp_path):
