@@ -9,8 +9,13 @@ same cores as the server: its CPU time is taken from the server, so the numbers 
 the machine to itself. The photo scenario also checks that cheap decoding keeps accuracy: the same test images,
 upscaled to 640x480 JPEG photos, are classified with draft-mode decoding and with a full decode.
 
+The peer, in the same invocation on the same cores with the same model and wrk scenarios, is a bare FastAPI +
+ONNX Runtime endpoint (bench/peer_serve.py: one session.run per request, no batching, limits or metrics, the same
+number of uvicorn workers). Each server runs alone while it is measured. Every scenario records
+`rps_ratio_vs_peer` and both p99s; absolute figures are context for the machine named beside them.
+
 Writes bench/results/serve_load.json and bench/results/serve_load.md.
-    python bench/serve_load.py [--model PATH] [--duration 30] [--workers 2]
+    python bench/serve_load.py [--model PATH] [--duration 30] [--workers 2] [--no-peer]
 """
 
 from __future__ import annotations
@@ -20,7 +25,6 @@ import importlib.util
 import io
 import json
 import os
-import platform
 import shutil
 import socket
 import subprocess
@@ -32,6 +36,7 @@ from pathlib import Path
 
 import httpx
 import numpy as np
+from common import bench_machine
 from PIL import Image
 
 from cifar10_classifier import CLASSES
@@ -181,13 +186,23 @@ def process_tree_rss_mb(pid: int) -> float:
 def start_server(model: Path, port: int, workers: int, extra: list[str]) -> subprocess.Popen:
     command = [sys.executable, "-m", "cifar10_classifier", "serve", "--model", str(model), "--port", str(port)]
     command += ["--workers", str(workers), "--log-level", "warning", *extra]
-    server = subprocess.Popen(command, cwd=ROOT)
+    return wait_ready(subprocess.Popen(command, cwd=ROOT), f"http://127.0.0.1:{port}/readyz")
+
+
+def start_peer(model: Path, port: int, workers: int) -> subprocess.Popen:
+    command = [sys.executable, "-m", "uvicorn", "peer_serve:app", "--app-dir", str(ROOT / "bench")]
+    command += ["--port", str(port), "--workers", str(workers), "--log-level", "warning"]
+    server = subprocess.Popen(command, cwd=ROOT, env={**os.environ, "PEER_MODEL": str(model)})
+    return wait_ready(server, f"http://127.0.0.1:{port}/openapi.json")
+
+
+def wait_ready(server: subprocess.Popen, url: str) -> subprocess.Popen:
     deadline = time.monotonic() + 60
     while time.monotonic() < deadline:
         if server.poll() is not None:
             raise SystemExit(f"the server exited with {server.returncode}")
         try:
-            if httpx.get(f"http://127.0.0.1:{port}/readyz", timeout=1).status_code == 200:
+            if httpx.get(url, timeout=1).status_code == 200:
                 return server
         except httpx.HTTPError:
             pass
@@ -239,6 +254,23 @@ def markdown(report: dict) -> str:
             f"{row['requests_per_second']} | {row['p50_ms']} | {row['p99_ms']} | {row['errors']} | "
             f"{row['rss_mb_start']} | {row['rss_mb_end']} |"
         )
+    if report.get("vs_peer"):
+        lines += [
+            "",
+            f"Peer: {report['peer']['server']}, measured in this run on the same cores and model.",
+            "",
+            "| scenario | req/s vs peer | ours req/s | peer req/s | ours p99 ms | peer p99 ms | p99 vs peer | "
+            "target met |",
+            "|---|---:|---:|---:|---:|---:|---:|---|",
+        ]
+        for name, row in report["vs_peer"].items():
+            lines.append(
+                f"| {name} | {row['rps_ratio_vs_peer']:.2f}x | {row['requests_per_second']} | "
+                f"{row['peer_requests_per_second']} | {row['p99_ms']} | {row['peer_p99_ms']} | "
+                f"{row['p99_ratio_vs_peer']:.2f}x | {row['target_met']} |"
+            )
+        lines.append("")
+        lines.append("Target: at least 2x the peer's req/s and at most half its p99, every feature on.")
     check = report.get("photo_accuracy")
     if check:
         lines += [
@@ -249,13 +281,6 @@ def markdown(report: dict) -> str:
             f"on the original tiles); decode {check['decode_ms_draft']} ms vs {check['decode_ms_full']} ms.",
         ]
     return "\n".join(lines) + "\n"
-
-
-def cpu_name() -> str:
-    for line in Path("/proc/cpuinfo").read_text().splitlines() if Path("/proc/cpuinfo").is_file() else []:
-        if line.startswith("model name"):
-            return line.split(":", 1)[1].strip()
-    return platform.processor() or "unknown CPU"
 
 
 def wrk_version() -> str:
@@ -273,6 +298,47 @@ def server_settings(model: Path, workers: int, extra: list[str]) -> dict:
     return {key: getattr(settings, key) for key in keys}
 
 
+def load_scenarios(server: subprocess.Popen, port: int, names: list[str], folder: Path, args) -> list[dict]:
+    """Every scenario against one running server, which is stopped afterwards (so it takes no CPU from the next)."""
+    rows = []
+    try:
+        url = f"http://127.0.0.1:{port}/predict"
+        for name in names:
+            body_path = folder / f"{name}.body"
+            if args.warmup > 0:
+                run_wrk(url, body_path, args.warmup, args.concurrency, args.wrk_threads, folder)
+            rss_start = process_tree_rss_mb(server.pid)
+            result = run_wrk(url, body_path, args.duration, args.concurrency, args.wrk_threads, folder)
+            rows.append(scenario(name, result, args.concurrency, rss_start, process_tree_rss_mb(server.pid)))
+            print(json.dumps(rows[-1]), flush=True)
+    finally:
+        server.terminate()
+        server.wait(timeout=30)
+    return rows
+
+
+def compare_with_peer(ours: list[dict], peer: list[dict]) -> dict:
+    """Per scenario: our req/s over the peer's and both p99s; the target is >= 2x its req/s at <= half its p99."""
+    theirs = {row["name"]: row for row in peer}
+    comparison = {}
+    for row in ours:
+        other = theirs[row["name"]]
+        rps_ratio = row["requests_per_second"] / max(other["requests_per_second"], 1e-9)
+        p99_ratio = row["p99_ms"] / max(other["p99_ms"], 1e-9)
+        comparison[row["name"]] = {
+            "rps_ratio_vs_peer": round(rps_ratio, 2),
+            "requests_per_second": row["requests_per_second"],
+            "peer_requests_per_second": other["requests_per_second"],
+            "p99_ms": row["p99_ms"],
+            "peer_p99_ms": other["p99_ms"],
+            "p99_ratio_vs_peer": round(p99_ratio, 2),
+            "errors": row["errors"],
+            "peer_errors": other["errors"],
+            "target_met": rps_ratio >= 2.0 and p99_ratio <= 0.5 and row["errors"] == 0,
+        }
+    return comparison
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--model", type=Path, help="ONNX model (default: bundled; else a tiny test model)")
@@ -285,6 +351,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--scenarios", default="tile-png,photo-jpeg")
     parser.add_argument("--out-dir", type=Path, default=ROOT / "bench" / "results")
     parser.add_argument("--server-arg", action="append", default=[], help="extra `cifar10 serve` flag (repeatable)")
+    parser.add_argument("--peer", action=argparse.BooleanOptionalAction, default=True, help="measure the peer too")
     args = parser.parse_args(argv)
     if shutil.which("wrk") is None:
         raise SystemExit("wrk is not installed: apt-get install wrk")
@@ -301,9 +368,7 @@ def main(argv: list[str] | None = None) -> int:
         predictor = Predictor(model)
         report = {
             "machine": {
-                "cpu": cpu_name(),
-                "cores": len(os.sched_getaffinity(0)),
-                "python": platform.python_version(),
+                **bench_machine(peak=False),
                 "client": f"{wrk_version()} -t{args.wrk_threads} -c{args.concurrency}, same cores as the server",
                 "server": f"cifar10 serve, {args.workers} workers, uvicorn httptools + uvloop",
                 "model": f"{predictor.name} {predictor.version} ({model.name})",
@@ -313,23 +378,17 @@ def main(argv: list[str] | None = None) -> int:
         }
         if args.data.is_file():
             report["photo_accuracy"] = photo_accuracy(model, tiles)
+        scenarios = args.scenarios.split(",")
+        for name in scenarios:
+            (folder / f"{name}.body").write_bytes(uploads[name])
         port = free_port()
         server = start_server(model, port, args.workers, args.server_arg)
-        try:
-            url = f"http://127.0.0.1:{port}/predict"
-            for name in args.scenarios.split(","):
-                body_path = folder / f"{name}.body"
-                body_path.write_bytes(uploads[name])
-                if args.warmup > 0:
-                    run_wrk(url, body_path, args.warmup, args.concurrency, args.wrk_threads, folder)
-                rss_start = process_tree_rss_mb(server.pid)
-                result = run_wrk(url, body_path, args.duration, args.concurrency, args.wrk_threads, folder)
-                row = scenario(name, result, args.concurrency, rss_start, process_tree_rss_mb(server.pid))
-                report["scenarios"].append(row)
-                print(json.dumps(row))
-        finally:
-            server.terminate()
-            server.wait(timeout=30)
+        report["scenarios"] = load_scenarios(server, port, scenarios, folder, args)
+        if args.peer:
+            report["peer"] = {"server": f"bench/peer_serve.py, {args.workers} uvicorn workers, same model"}
+            peer = start_peer(model, port, args.workers)
+            report["peer"]["scenarios"] = load_scenarios(peer, port, scenarios, folder, args)
+            report["vs_peer"] = compare_with_peer(report["scenarios"], report["peer"]["scenarios"])
     args.out_dir.mkdir(parents=True, exist_ok=True)
     atomic_write_text(args.out_dir / "serve_load.json", json.dumps(report, indent=2) + "\n")
     atomic_write_text(args.out_dir / "serve_load.md", markdown(report))
