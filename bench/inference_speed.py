@@ -22,11 +22,11 @@ from common import DEFAULT_DATA, write_results
 from PIL import Image
 
 from cifar10_classifier.data import load_dataset
-from cifar10_classifier.export import FP32_NAME, INT8_NAME, inference_graph
+from cifar10_classifier.export.graph import FP32_NAME, INT8_NAME, inference_graph
 from cifar10_classifier.inference import Predictor
 from cifar10_classifier.machine import usable_cores
+from cifar10_classifier.models.weights import WEIGHTS_NAME, load_weights
 from cifar10_classifier.preprocess import normalize
-from cifar10_classifier.weights import WEIGHTS_NAME, load_weights
 
 BATCH_SIZES = (1, 32, 256)
 

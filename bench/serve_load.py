@@ -41,10 +41,10 @@ from PIL import Image
 
 from cifar10_classifier import CLASSES
 from cifar10_classifier.atomic import atomic_write_text
+from cifar10_classifier.cli.serve import register as register_serve
+from cifar10_classifier.cli.serve import resolve_settings
 from cifar10_classifier.inference import Predictor, bundled_model_path
 from cifar10_classifier.preprocess import IMAGE_SIZE, decode_image
-from cifar10_classifier.serve.cli import register as register_serve
-from cifar10_classifier.serve.cli import resolve_settings
 
 ROOT = Path(__file__).resolve().parents[1]
 DEFAULT_DATA = ROOT.parent / "shared" / "datasets" / "cifar10-jpeg.tar.gz"

@@ -33,8 +33,8 @@ from cifar10_classifier.atomic import atomic_write_text
 from cifar10_classifier.data import load_dataset
 from cifar10_classifier.machine import usable_cores
 from cifar10_classifier.models import create_model
-from cifar10_classifier.recipes import Recipe
-from cifar10_classifier.train import CONFIG_NAME
+from cifar10_classifier.training.loop import CONFIG_NAME
+from cifar10_classifier.training.recipes import Recipe
 
 
 def training_flops_per_image(recipe: Recipe, size: int = 32) -> float:

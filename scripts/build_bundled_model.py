@@ -17,7 +17,7 @@ import sys
 from pathlib import Path
 
 from cifar10_classifier.atomic import atomic_path, atomic_write_text
-from cifar10_classifier.export import INT8_NAME, ExportConfig, export_run
+from cifar10_classifier.export.graph import INT8_NAME, ExportConfig, export_run
 
 BUNDLED = Path(__file__).resolve().parents[1] / "src" / "cifar10_classifier" / "bundled"
 

@@ -26,8 +26,8 @@ import torch
 from support import tiny_dataset
 
 import cifar10_classifier.data as data_module
-from cifar10_classifier import train as train_module
 from cifar10_classifier.cli import main
+from cifar10_classifier.training import loop as train_module
 
 RANK = int(os.environ.get("RANK", "0"))
 

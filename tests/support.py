@@ -86,7 +86,7 @@ def tiny_dataset(per_class_train: int = 20, per_class_test: int = 5, seed: int =
 
 def tiny_recipe(name: str = "fast", **overrides):
     """A recipe shrunk to seconds: tiny widths, few epochs, small batches."""
-    from cifar10_classifier.recipes import resolve_recipe
+    from cifar10_classifier.training.recipes import resolve_recipe
 
     small = {
         "fast": {"model_config": {"widths": [8, 16, 16]}, "batch_size": 40, "epochs": 2, "whiten_images": 100},

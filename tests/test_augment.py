@@ -1,7 +1,7 @@
 import pytest
 import torch
 
-from cifar10_classifier import augment
+from cifar10_classifier.training import augment
 
 
 def _images():

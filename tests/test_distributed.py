@@ -20,9 +20,9 @@ import torch
 from support import png_bytes, tiny_dataset
 
 from cifar10_classifier import CLASSES
-from cifar10_classifier.checkpoints import CHECKPOINT_NAME
-from cifar10_classifier.recipes import resolve_recipe
-from cifar10_classifier.train import train
+from cifar10_classifier.training.checkpoints import CHECKPOINT_NAME
+from cifar10_classifier.training.loop import train
+from cifar10_classifier.training.recipes import resolve_recipe
 
 pytestmark = pytest.mark.slow
 
@@ -243,8 +243,8 @@ def test_bad_recipe_fails_before_any_process_starts(capsys):
 
 
 def test_sync_batchnorm_conversion_keeps_parameters_frozen_flags_and_names():
-    from cifar10_classifier.distributed import CpuSyncBatchNorm, convert_sync_batchnorm
     from cifar10_classifier.models import create_model
+    from cifar10_classifier.training.distributed import CpuSyncBatchNorm, convert_sync_batchnorm
 
     model = create_model("fast-net", widths=[8, 16, 16])
     reference = copy.deepcopy(model)

@@ -3,7 +3,7 @@ import json
 import numpy as np
 import pytest
 
-from cifar10_classifier.evaluate import compute_metrics, confusion_matrix, per_class_metrics
+from cifar10_classifier.evaluation.metrics import compute_metrics, confusion_matrix, per_class_metrics
 
 
 def test_confusion_matrix_and_per_class_figures_on_a_hand_made_example():
@@ -56,8 +56,8 @@ def test_training_run_writes_every_result_file(trained_run):
 
 def test_evaluate_cli_on_a_run(trained_run, tmp_path, monkeypatch):
     import cifar10_classifier.data as data_module
-    from cifar10_classifier import evaluate
     from cifar10_classifier.cli import main
+    from cifar10_classifier.evaluation import metrics as evaluate
 
     run, dataset = trained_run
     monkeypatch.setattr(data_module, "load_dataset", lambda *a, **k: dataset)
@@ -75,7 +75,7 @@ def test_evaluate_cli_on_a_run(trained_run, tmp_path, monkeypatch):
 def test_evaluation_batch_size_changes_speed_not_results(tmp_path, monkeypatch):
     import torch
 
-    from cifar10_classifier import evaluate
+    from cifar10_classifier.evaluation import metrics as evaluate
     from cifar10_classifier.models import create_model
 
     torch.manual_seed(0)

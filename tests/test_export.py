@@ -6,11 +6,11 @@ import onnx
 import pytest
 import torch
 
-from cifar10_classifier.export import ExportConfig, ExportError, export_run, inference_graph
+from cifar10_classifier.export.graph import ExportConfig, ExportError, export_run, inference_graph
 from cifar10_classifier.inference import CARD_METADATA_KEY, Predictor
 from cifar10_classifier.models import create_model
+from cifar10_classifier.models.weights import load_weights
 from cifar10_classifier.preprocess import normalize
-from cifar10_classifier.weights import load_weights
 
 
 @pytest.fixture
@@ -27,7 +27,7 @@ def exported(trained_run, tmp_path, monkeypatch):
 @pytest.mark.parametrize("activation", ["relu", "gelu"])
 @pytest.mark.parametrize("tta_level", [0, 1, 2])
 def test_inference_graph_matches_the_trained_model(activation, tta_level):
-    from cifar10_classifier.evaluate import predict_logits
+    from cifar10_classifier.evaluation.metrics import predict_logits
 
     torch.manual_seed(0)
     model = create_model("fast-net", widths=(8, 16, 16), activation=activation)
@@ -61,7 +61,7 @@ def test_export_round_trip_matches_pytorch_and_embeds_the_card(exported):
 
 def test_int8_past_the_accuracy_limit_is_refused_and_nothing_written(trained_run, tmp_path, monkeypatch):
     import cifar10_classifier.data as data_module
-    import cifar10_classifier.export as export_module
+    import cifar10_classifier.export.graph as export_module
 
     run, dataset = trained_run
     monkeypatch.setattr(data_module, "load_dataset", lambda *a, **k: dataset)

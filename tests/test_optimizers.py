@@ -1,7 +1,7 @@
 import pytest
 import torch
 
-from cifar10_classifier.optimizers import MuonSGD, lookahead_decay, lookahead_step, orthogonalize
+from cifar10_classifier.training.optimizers import MuonSGD, lookahead_decay, lookahead_step, orthogonalize
 
 
 def test_orthogonalize_flattens_the_singular_values():

@@ -1,4 +1,4 @@
-from cifar10_classifier.progress import Progress
+from cifar10_classifier.training.progress import Progress
 
 ROW = {
     "epoch": 2,

@@ -2,7 +2,7 @@ from dataclasses import replace
 
 import pytest
 
-from cifar10_classifier.recipes import RECIPES, Recipe, RecipeError, load_config_file, resolve_recipe
+from cifar10_classifier.training.recipes import RECIPES, Recipe, RecipeError, load_config_file, resolve_recipe
 
 
 def test_classic_recipe_is_the_keras_one():

@@ -6,8 +6,8 @@ import pytest
 import torch
 from support import tiny_dataset, tiny_recipe
 
-from cifar10_classifier import train as train_module
-from cifar10_classifier.train import lr_multiplier, train
+from cifar10_classifier.training import loop as train_module
+from cifar10_classifier.training.loop import lr_multiplier, train
 
 
 @pytest.mark.parametrize("precision", ["fp32", "bf16"])

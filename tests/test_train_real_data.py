@@ -5,10 +5,10 @@ import pytest
 from support import shared_archive_or_skip
 
 from cifar10_classifier.data import load_dataset
-from cifar10_classifier.evaluate import predict_logits
-from cifar10_classifier.recipes import resolve_recipe
-from cifar10_classifier.tensors import normalised_tensor
-from cifar10_classifier.train import train
+from cifar10_classifier.evaluation.metrics import predict_logits
+from cifar10_classifier.training.loop import train
+from cifar10_classifier.training.recipes import resolve_recipe
+from cifar10_classifier.training.tensors import normalised_tensor
 
 
 @pytest.mark.slow

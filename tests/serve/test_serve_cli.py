@@ -6,7 +6,7 @@ import argparse
 from pathlib import Path
 
 from cifar10_classifier.cli import build_parser
-from cifar10_classifier.serve.cli import resolve_settings, settings_environment
+from cifar10_classifier.cli.serve import resolve_settings, settings_environment
 from cifar10_classifier.serve.settings import Settings
 
 

@@ -52,7 +52,7 @@ def build_parser() -> argparse.ArgumentParser:
     _add_data_arguments(info)
     info.set_defaults(handler=cmd_data_info)
 
-    from cifar10_classifier.cli_jobs import register_jobs
+    from cifar10_classifier.cli.jobs import register_jobs
 
     register_jobs(commands, _add_data_arguments)
     return parser

@@ -11,7 +11,7 @@ from pathlib import Path
 import torch
 
 from cifar10_classifier.atomic import atomic_path
-from cifar10_classifier.distributed import DistributedContext, main_decides
+from cifar10_classifier.training.distributed import DistributedContext, main_decides
 
 CHECKPOINT_NAME = "checkpoint.pt"
 

@@ -24,10 +24,10 @@ import torch.nn as nn
 import torch.nn.functional as F
 
 from cifar10_classifier.atomic import atomic_path, atomic_write_text
-from cifar10_classifier.augment import tta_views
 from cifar10_classifier.inference import CARD_METADATA_KEY
 from cifar10_classifier.models.fast_net import ConvBlock, FastNet
 from cifar10_classifier.preprocess import normalize
+from cifar10_classifier.training.augment import tta_views
 
 FP32_NAME = "model-fp32.onnx"
 INT8_NAME = "model-int8.onnx"
@@ -216,7 +216,7 @@ def export_run(
 ) -> dict:
     """Export a trained run to fp32 and int8 ONNX in config.out_dir -> a summary with both accuracies."""
     from cifar10_classifier.data import load_dataset, stratified_split
-    from cifar10_classifier.weights import load_weights
+    from cifar10_classifier.models.weights import load_weights
 
     model, card = load_weights(run)
     tta_level = card.get("tta_level", 0) if config.tta_level is None else config.tta_level

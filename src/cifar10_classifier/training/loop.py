@@ -16,29 +16,30 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
-from cifar10_classifier import CLASSES, augment
+from cifar10_classifier import CLASSES
 from cifar10_classifier.atomic import atomic_write_text
-from cifar10_classifier.checkpoints import (
+from cifar10_classifier.data import Dataset, stratified_split
+from cifar10_classifier.machine import PrecisionChoice, choose_precision, machine_info
+from cifar10_classifier.models import create_model
+from cifar10_classifier.preprocess import IMAGE_SIZE, MEAN_RGB, RESIZE_FILTER, STD_RGB
+from cifar10_classifier.training import augment
+from cifar10_classifier.training.checkpoints import (
     CHECKPOINT_NAME,
     TrainState,
     load_checkpoint,
     prepare_run_folder,
     save_checkpoint,
 )
-from cifar10_classifier.data import Dataset, stratified_split
-from cifar10_classifier.distributed import (
+from cifar10_classifier.training.distributed import (
     DistributedContext,
     average_batchnorm_statistics,
     convert_sync_batchnorm,
     main_decides,
 )
-from cifar10_classifier.machine import PrecisionChoice, choose_precision, machine_info
-from cifar10_classifier.models import create_model
-from cifar10_classifier.optimizers import MuonSGD, lookahead_decay, lookahead_step
-from cifar10_classifier.preprocess import IMAGE_SIZE, MEAN_RGB, RESIZE_FILTER, STD_RGB
-from cifar10_classifier.progress import Progress
-from cifar10_classifier.recipes import Recipe
-from cifar10_classifier.tensors import normalised_tensor
+from cifar10_classifier.training.optimizers import MuonSGD, lookahead_decay, lookahead_step
+from cifar10_classifier.training.progress import Progress
+from cifar10_classifier.training.recipes import Recipe
+from cifar10_classifier.training.tensors import normalised_tensor
 
 CONFIG_NAME = "config.json"
 HISTORY_NAME = "history.json"
@@ -453,8 +454,8 @@ class TrainJob:
 def run_training_job(job: TrainJob, dist: DistributedContext | None = None) -> dict:
     """Train, save weights + card, and (rank 0) evaluate on the test split and write the report."""
     from cifar10_classifier.data import load_dataset
-    from cifar10_classifier.evaluate import evaluate_model
-    from cifar10_classifier.weights import save_weights
+    from cifar10_classifier.evaluation.metrics import evaluate_model
+    from cifar10_classifier.models.weights import save_weights
 
     dist = dist or DistributedContext()
     dataset = load_dataset(

@@ -22,7 +22,7 @@ def _parse_set(values: list[str]) -> dict:
 
 def cmd_train(args: argparse.Namespace) -> int:
     from cifar10_classifier.errors import UserError
-    from cifar10_classifier.recipes import load_config_file, resolve_recipe
+    from cifar10_classifier.training.recipes import load_config_file, resolve_recipe
 
     overrides: dict = {}
     if args.config:
@@ -41,15 +41,15 @@ def cmd_train(args: argparse.Namespace) -> int:
             raise UserError(f"batch size {recipe.batch_size} does not split over {args.nproc} processes")
         return _launch_torchrun(args.nproc, args.command_line)
 
-    from cifar10_classifier.checkpoints import RunFolderError
-    from cifar10_classifier.distributed import (
+    from cifar10_classifier.training.checkpoints import RunFolderError
+    from cifar10_classifier.training.distributed import (
         DistributedContext,
         DistributedFailure,
         collective_failures_explained,
         distributed_context,
         shutdown_distributed,
     )
-    from cifar10_classifier.train import TrainJob, run_training_job
+    from cifar10_classifier.training.loop import TrainJob, run_training_job
 
     out_dir = args.out or Path("runs") / recipe.name
     job = TrainJob(
@@ -128,10 +128,10 @@ def _launch_torchrun(nproc: int, command_line: list[str]) -> int:
 def cmd_evaluate(args: argparse.Namespace) -> int:
     from cifar10_classifier.data import load_dataset
     from cifar10_classifier.errors import UserError
-    from cifar10_classifier.evaluate import evaluate_model
-    from cifar10_classifier.recipes import DEFAULT_EVAL_BATCH_SIZE
-    from cifar10_classifier.train import CONFIG_NAME
-    from cifar10_classifier.weights import WeightsError, load_weights, resolve_weights_folder
+    from cifar10_classifier.evaluation.metrics import evaluate_model
+    from cifar10_classifier.models.weights import WeightsError, load_weights, resolve_weights_folder
+    from cifar10_classifier.training.loop import CONFIG_NAME
+    from cifar10_classifier.training.recipes import DEFAULT_EVAL_BATCH_SIZE
 
     try:
         model, card = load_weights(args.run)
@@ -173,8 +173,8 @@ def cmd_evaluate(args: argparse.Namespace) -> int:
 
 def cmd_export(args: argparse.Namespace) -> int:
     from cifar10_classifier.errors import UserError
-    from cifar10_classifier.export import ExportConfig, ExportError, export_run
-    from cifar10_classifier.weights import WeightsError
+    from cifar10_classifier.export.graph import ExportConfig, ExportError, export_run
+    from cifar10_classifier.models.weights import WeightsError
 
     config = ExportConfig(
         out_dir=args.out or args.run / "export",
@@ -193,14 +193,14 @@ def cmd_export(args: argparse.Namespace) -> int:
 
 
 def cmd_predict(args: argparse.Namespace) -> int:
-    from cifar10_classifier.predict_cli import predict_files
+    from cifar10_classifier.cli.predict import predict_files
 
     return predict_files(args.images, model=args.model, top_k=args.top_k, as_json=args.json, threads=args.threads)
 
 
 def register_jobs(commands, add_data_arguments) -> None:
-    from cifar10_classifier.recipes import recipe_names  # stdlib only: the parser stays torch-free
-    from cifar10_classifier.serve.cli import register as register_serve
+    from cifar10_classifier.cli.serve import register as register_serve
+    from cifar10_classifier.training.recipes import recipe_names  # stdlib only: the parser stays torch-free
 
     train = commands.add_parser("train", help=f"train a recipe ({', '.join(recipe_names())})")
     train.add_argument("--recipe", default="fast", help="recipe name (default: fast)")

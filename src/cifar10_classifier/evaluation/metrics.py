@@ -15,9 +15,9 @@ import torch.nn.functional as F
 
 from cifar10_classifier import CLASSES
 from cifar10_classifier.atomic import atomic_write_text
-from cifar10_classifier.augment import tta_views
-from cifar10_classifier.recipes import DEFAULT_EVAL_BATCH_SIZE
-from cifar10_classifier.tensors import normalised_tensor
+from cifar10_classifier.training.augment import tta_views
+from cifar10_classifier.training.recipes import DEFAULT_EVAL_BATCH_SIZE
+from cifar10_classifier.training.tensors import normalised_tensor
 
 
 def confusion_matrix(labels: np.ndarray, predictions: np.ndarray, num_classes: int = len(CLASSES)) -> np.ndarray:
@@ -122,8 +122,8 @@ def evaluate_model(
     batch_size: int = DEFAULT_EVAL_BATCH_SIZE,
 ) -> dict:
     """Evaluate on the test split and write metrics.json, curves.png, confusion.png, mistakes.png, report.md."""
-    from cifar10_classifier import plots
-    from cifar10_classifier.report import write_report
+    from cifar10_classifier.evaluation import plots
+    from cifar10_classifier.evaluation.report import write_report
 
     device = next(model.parameters()).device
     images = normalised_tensor(test_images_uint8, device, channels_last=True)
