@@ -22,11 +22,12 @@ from common import DEFAULT_DATA, write_results
 from PIL import Image
 
 from cifar10_classifier.data import load_dataset
-from cifar10_classifier.export.graph import FP32_NAME, INT8_NAME, inference_graph
+from cifar10_classifier.export.graph import inference_graph
 from cifar10_classifier.inference import Predictor
 from cifar10_classifier.machine import usable_cores
-from cifar10_classifier.models.weights import WEIGHTS_NAME, load_weights
+from cifar10_classifier.models.weights import load_weights
 from cifar10_classifier.preprocess import normalize
+from cifar10_classifier.runs import FP32_NAME, INT8_NAME, RunFolder
 
 BATCH_SIZES = (1, 32, 256)
 
@@ -116,8 +117,8 @@ def main() -> int:
     model, card = load_weights(args.run)
     tta_level = int(Predictor(args.export / INT8_NAME).card.get("tta_level", card.get("tta_level", 0)))
     engines = {
-        "torch-fp32": (torch_engine(model, tta_level, bf16=False), args.run / WEIGHTS_NAME),
-        "torch-bf16": (torch_engine(model, tta_level, bf16=True), args.run / WEIGHTS_NAME),
+        "torch-fp32": (torch_engine(model, tta_level, bf16=False), RunFolder(args.run).weights),
+        "torch-bf16": (torch_engine(model, tta_level, bf16=True), RunFolder(args.run).weights),
         "onnx-fp32": (onnx_engine(args.export / FP32_NAME), args.export / FP32_NAME),
         "onnx-int8": (onnx_engine(args.export / INT8_NAME), args.export / INT8_NAME),
     }

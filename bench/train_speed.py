@@ -33,7 +33,7 @@ from cifar10_classifier.atomic import atomic_write_text
 from cifar10_classifier.data import load_dataset
 from cifar10_classifier.machine import usable_cores
 from cifar10_classifier.models import create_model
-from cifar10_classifier.training.loop import CONFIG_NAME
+from cifar10_classifier.runs import RunFolder
 from cifar10_classifier.training.recipes import Recipe
 
 
@@ -51,7 +51,7 @@ def training_flops_per_image(recipe: Recipe, size: int = 32) -> float:
 def training_gflops(out: Path, history: list[dict]) -> float:
     """The FLOPs a run's training did: each epoch's images at that epoch's training window (crop epochs cost
     less than full-size ones), with the recipe the run wrote beside its results."""
-    config = json.loads((out / CONFIG_NAME).read_text())
+    config = RunFolder(out).read_config()
     recipe = Recipe.from_dict(config["recipe"])
     per_size: dict[int, float] = {}
     total = 0.0
@@ -94,9 +94,8 @@ def run_recipe(recipe: str, seed: int, data: str, runs_dir: Path, nproc: int, ov
 
 def collect_run(out: Path, recipe: str, seed: int, nproc: int, process_seconds: float | None) -> dict:
     """A finished run folder -> its benchmark row (times from its card and history, accuracy from metrics)."""
-    card = json.loads((out / "model.json").read_text())
-    metrics = json.loads((out / "metrics.json").read_text())
-    history = json.loads((out / "history.json").read_text())
+    run = RunFolder(out)
+    card, metrics, history = run.read_card(), run.read_metrics(), run.read_history()
     images = sum(row["images_per_second"] * row["epoch_seconds"] for row in history)
     train_only = sum(row["epoch_seconds"] for row in history)
     return {

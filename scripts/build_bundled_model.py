@@ -17,7 +17,9 @@ import sys
 from pathlib import Path
 
 from cifar10_classifier.atomic import atomic_path, atomic_write_text
-from cifar10_classifier.export.graph import INT8_NAME, ExportConfig, export_run
+from cifar10_classifier.export.graph import ExportConfig
+from cifar10_classifier.jobs import export_run
+from cifar10_classifier.runs import INT8_NAME, RunFolder
 
 BUNDLED = Path(__file__).resolve().parents[1] / "src" / "cifar10_classifier" / "bundled"
 
@@ -97,7 +99,7 @@ def main() -> int:
             ],
             check=True,
         )
-    card = json.loads((run / "model.json").read_text())
+    card = RunFolder(run).read_card()
     if card["recipe"] != args.recipe:
         raise SystemExit(f"error: {run} was trained with recipe {card['recipe']!r}, not {args.recipe!r}")
     summary = export_run(run, args.data, ExportConfig(out_dir=args.work / "export", tta_level=args.tta_level))

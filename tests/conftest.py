@@ -22,7 +22,7 @@ def tiny_onnx_model(tmp_path) -> Path:
 @pytest.fixture
 def trained_run(tmp_path_factory):
     """A tiny finished `fast` run folder (weights, card, metrics, plots) and its dataset."""
-    from cifar10_classifier.training.loop import TrainJob, run_training_job
+    from cifar10_classifier.jobs import TrainJob, run_training_job
 
     dataset = tiny_dataset()
     out_dir = tmp_path_factory.mktemp("run")

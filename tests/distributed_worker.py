@@ -26,6 +26,7 @@ import torch
 from support import tiny_dataset
 
 import cifar10_classifier.data as data_module
+from cifar10_classifier import jobs
 from cifar10_classifier.cli import main
 from cifar10_classifier.training import loop as train_module
 
@@ -40,7 +41,7 @@ def _rank_and_step(name: str) -> tuple[int, int] | None:
 def install_hooks() -> None:
     data_module.load_dataset = lambda *args, **kwargs: tiny_dataset()
     if os.environ.get("WORKER_EVALUATE") == "0":
-        train_module.TrainJob = functools.partial(train_module.TrainJob, evaluate=False)
+        jobs.TrainJob = functools.partial(jobs.TrainJob, evaluate=False)
 
     real_train = train_module.train
 

@@ -4,8 +4,10 @@ import pytest
 import torch
 from support import tiny_dataset, tiny_recipe
 
-from cifar10_classifier.training.checkpoints import CHECKPOINT_NAME, RunFolderError
+from cifar10_classifier.runs import RunFolder, RunFolderError
 from cifar10_classifier.training.loop import train
+
+CHECKPOINT_NAME = RunFolder(".").checkpoint.name
 
 
 def test_existing_run_folder_is_never_overwritten(tmp_path):

@@ -20,7 +20,6 @@ import torch
 from support import png_bytes, tiny_dataset
 
 from cifar10_classifier import CLASSES
-from cifar10_classifier.training.checkpoints import CHECKPOINT_NAME
 from cifar10_classifier.training.loop import train
 from cifar10_classifier.training.recipes import resolve_recipe
 
@@ -130,7 +129,7 @@ def test_two_ranks_match_one_process_with_the_same_global_batch(two_rank_run, tm
 def test_only_rank_0_writes_files(two_rank_run):
     root, _ = two_rank_run
     written = {path.name for path in (root / "rank0" / "run").iterdir()}
-    assert {CHECKPOINT_NAME, "config.json", "history.json", "model.safetensors", "model.json"} <= written
+    assert {"checkpoint.pt", "config.json", "history.json", "model.safetensors", "model.json"} <= written
     assert not list((root / "rank1").iterdir())
 
 
@@ -142,7 +141,7 @@ def test_killed_rank_fails_the_job_and_the_run_resumes_to_the_same_weights(two_r
     # Rank 1 dies in the middle of epoch 2: rank 0 has saved epoch 1 (it took part in epoch 2's first steps).
     crashed = launch(command, tmp_path, WORKER_EXIT_AT_STEP=f"1:{STEPS_PER_EPOCH + 2}")
     assert crashed.returncode != 0
-    checkpoint = torch.load(tmp_path / "rank0" / "run" / CHECKPOINT_NAME, weights_only=True)
+    checkpoint = torch.load(tmp_path / "rank0" / "run" / "checkpoint.pt", weights_only=True)
     assert checkpoint["state"]["epoch"] == 1
 
     resumed = launch([*command, "--resume"], tmp_path, WORKER_WEIGHTS_DIR=str(weights))

@@ -6,8 +6,9 @@ import onnx
 import pytest
 import torch
 
-from cifar10_classifier.export.graph import ExportConfig, ExportError, export_run, inference_graph
+from cifar10_classifier.export.graph import ExportConfig, ExportError, inference_graph
 from cifar10_classifier.inference import CARD_METADATA_KEY, Predictor
+from cifar10_classifier.jobs import export_run
 from cifar10_classifier.models import create_model
 from cifar10_classifier.models.weights import load_weights
 from cifar10_classifier.preprocess import normalize

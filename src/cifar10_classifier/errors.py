@@ -1,5 +1,7 @@
-"""The error every command can raise for a mistake the user can fix: the CLI prints its message on one line."""
+"""The base of every error a user can fix: the CLI catches this one type, prints its message on one line and
+exits 2. Each part raises its own subclass: data.DataError, preprocess.ImageDecodeError, inference.ModelLoadError,
+runs.RunFolderError (run folders, checkpoints, weights), training.recipes.RecipeError, export.graph.ExportError."""
 
 
 class UserError(Exception):
-    """An error the user can fix; the CLI prints its message without a traceback and exits 2."""
+    """An error the user can fix; the message says what is wrong and what to do."""

@@ -14,6 +14,7 @@ from pathlib import Path
 import numpy as np
 
 from cifar10_classifier import CLASSES
+from cifar10_classifier.errors import UserError
 from cifar10_classifier.machine import usable_cores
 from cifar10_classifier.preprocess import (
     MEAN_RGB,
@@ -30,7 +31,7 @@ BUNDLED_MODEL_NAME = "model-int8.onnx"
 NO_BUNDLED_MODEL = "no model is bundled yet: run make bundled-model or pass --model"
 
 
-class ModelLoadError(Exception):
+class ModelLoadError(UserError):
     """The model file is missing or unusable; the message says what to do."""
 
 

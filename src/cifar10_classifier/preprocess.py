@@ -12,6 +12,8 @@ from dataclasses import dataclass
 import numpy as np
 from PIL import Image, ImageOps, UnidentifiedImageError
 
+from cifar10_classifier.errors import UserError
+
 IMAGE_SIZE = 32
 # Per-channel statistics of the CIFAR-10 training split, in 0..255 units. They travel in every model card so a
 # served model normalises exactly as it was trained.
@@ -28,7 +30,7 @@ _RESIZE_FILTERS = {
 DEFAULT_MAX_PIXELS = 40_000_000
 
 
-class ImageDecodeError(ValueError):
+class ImageDecodeError(UserError, ValueError):
     """The bytes are not a usable image. `kind` says why: 'not_image', 'corrupt' or 'too_large'."""
 
     def __init__(self, kind: str, message: str):

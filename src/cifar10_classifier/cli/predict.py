@@ -1,13 +1,29 @@
-"""`cifar10 predict IMAGE...`: a table (or JSON lines) per image; a bad file gets one line and the rest go on."""
+"""`cifar10 predict IMAGE...`: a table (or JSON lines) per image; a bad file gets one line and the rest go on.
+Torch-free: it runs on the serving install."""
 
 from __future__ import annotations
 
+import argparse
 import json
 import sys
 from pathlib import Path
 
 from cifar10_classifier.inference import ModelLoadError, Predictor
 from cifar10_classifier.preprocess import ImageDecodeError
+
+
+def register(commands) -> None:
+    predict = commands.add_parser("predict", help="classify image files with an ONNX model")
+    predict.add_argument("images", nargs="+", type=Path)
+    predict.add_argument("--model", type=Path, help="ONNX model (default: the bundled int8 model)")
+    predict.add_argument("--top-k", type=int, default=3)
+    predict.add_argument("--json", action="store_true", help="one JSON object per line")
+    predict.add_argument("--threads", type=int, default=None)
+    predict.set_defaults(handler=run)
+
+
+def run(args: argparse.Namespace) -> int:
+    return predict_files(args.images, model=args.model, top_k=args.top_k, as_json=args.json, threads=args.threads)
 
 
 def predict_files(

@@ -1,7 +1,9 @@
 """One error type for every problem with a data source: the CLI prints its message on one line and exits 2."""
 
+from cifar10_classifier.errors import UserError
 
-class DataError(Exception):
+
+class DataError(UserError):
     """A data source is missing, damaged or malformed. The message names the file and what to do."""
 
     def __init__(self, message: str):

@@ -6,7 +6,6 @@ in one pass.
 
 from __future__ import annotations
 
-import json
 from pathlib import Path
 
 import numpy as np
@@ -14,7 +13,7 @@ import torch
 import torch.nn.functional as F
 
 from cifar10_classifier import CLASSES
-from cifar10_classifier.atomic import atomic_write_text
+from cifar10_classifier.runs import RunFolder
 from cifar10_classifier.training.augment import tta_views
 from cifar10_classifier.training.recipes import DEFAULT_EVAL_BATCH_SIZE
 from cifar10_classifier.training.tensors import normalised_tensor
@@ -135,16 +134,16 @@ def evaluate_model(
     metrics["test_accuracy"] = metrics["test"]["accuracy"]
     metrics["test_accuracy_tta"] = metrics.get("test_tta", metrics["test"])["accuracy"]
     metrics["tta_level"] = tta_level
-    out_dir.mkdir(parents=True, exist_ok=True)
-    atomic_write_text(out_dir / "metrics.json", json.dumps(metrics, indent=1))
+    run = RunFolder(out_dir)
+    run.write_metrics(metrics)
     headline = metrics.get("test_tta", metrics["test"])
     if history:
-        plots.plot_curves(history, out_dir / "curves.png")
-    plots.plot_confusion(np.asarray(headline["confusion_matrix"]), out_dir / "confusion.png")
+        plots.plot_curves(history, run.curves_plot)
+    plots.plot_confusion(np.asarray(headline["confusion_matrix"]), run.confusion_plot)
     mistakes = most_confident_mistakes(final_logits, labels)
     probabilities = F.softmax(torch.from_numpy(final_logits), dim=1).numpy()
     plots.plot_mistakes(
-        np.asarray(test_images_uint8)[mistakes], labels[mistakes], probabilities[mistakes], out_dir / "mistakes.png"
+        np.asarray(test_images_uint8)[mistakes], labels[mistakes], probabilities[mistakes], run.mistakes_plot
     )
-    write_report(out_dir, metrics, history or [], card or {})
+    write_report(run, metrics, history or [], card or {})
     return metrics

@@ -2,12 +2,11 @@
 
 from __future__ import annotations
 
-from pathlib import Path
-
 from cifar10_classifier.atomic import atomic_write_text
+from cifar10_classifier.runs import RunFolder
 
 
-def write_report(out_dir: Path, metrics: dict, history: list[dict], card: dict) -> None:
+def write_report(run: RunFolder, metrics: dict, history: list[dict], card: dict) -> None:
     headline = metrics.get("test_tta", metrics["test"])
     lines = [
         f"# {card.get('name', 'CIFAR-10 model')}",
@@ -60,4 +59,4 @@ def write_report(out_dir: Path, metrics: dict, history: list[dict], card: dict) 
                 f"| {row['epoch']} | {row['train_loss']:.4f} | {row['train_accuracy']:.2%} | {val_loss} | "
                 f"{val_acc} | {row['lr']:.3g} | {row['images_per_second']:,.0f} |"
             )
-    atomic_write_text(out_dir / "report.md", "\n".join(lines) + "\n")
+    atomic_write_text(run.report, "\n".join(lines) + "\n")

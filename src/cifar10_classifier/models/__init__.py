@@ -1,4 +1,5 @@
-"""Networks, looked up by name. Each model file holds one network and the dataclass of its hyperparameters."""
+"""Networks, looked up by name. Each model file holds one network, the dataclass of its hyperparameters, and its
+inference form (`model.inference_form()`: the same function as export wants it, e.g. with BN folded)."""
 
 from __future__ import annotations
 

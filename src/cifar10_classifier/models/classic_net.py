@@ -3,6 +3,7 @@ with dropout, flatten, a dense layer with BN and dropout, and a 10-way head (sof
 
 from __future__ import annotations
 
+import copy
 from dataclasses import dataclass
 
 import torch
@@ -44,6 +45,10 @@ class ClassicNet(nn.Module):
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:  # (B, 3, 32, 32) -> logits (B, 10)
         return self.head(self.features(x))
+
+    def inference_form(self) -> nn.Module:
+        """Itself in eval mode: BN sits after ReLU here, so it has no conv to fold into (ONNX Runtime fuses it)."""
+        return copy.deepcopy(self).eval()
 
 
 @register_model("classic-net", ClassicNetConfig)

@@ -9,6 +9,7 @@ fuses into its int8 convolutions.
 
 from __future__ import annotations
 
+import copy
 from dataclasses import dataclass
 
 import torch
@@ -94,6 +95,56 @@ class FastNet(nn.Module):
         x = self.blocks(x)  # (B, w3, 3, 3)
         x = F.adaptive_max_pool2d(x, 1).flatten(1)  # (B, w3)
         return self.head(x) * self.config.logit_scale
+
+    def inference_form(self) -> nn.Module:
+        """The same function with every BN folded into the conv before it: conv -> ReLU -> pool -> conv -> ReLU,
+        which ONNX Runtime fuses into its int8 convolutions."""
+        return FoldedFastNet(self)
+
+
+def fold_batchnorm(conv: nn.Conv2d, norm: nn.BatchNorm2d) -> nn.Conv2d:
+    """conv then BN (inference statistics) as one conv. A non-positive BN scale cannot be moved through the
+    max-pool that sits between them: ValueError."""
+    scale = norm.weight / torch.sqrt(norm.running_var + norm.eps)  # (C,)
+    if (scale <= 0).any():
+        raise ValueError("a batch-norm scale is not positive; it cannot be folded through max-pooling")
+    fused = nn.Conv2d(conv.in_channels, conv.out_channels, conv.kernel_size, padding=conv.padding, bias=True)
+    fused.weight.data = conv.weight.data * scale[:, None, None, None]
+    conv_bias = conv.bias.data if conv.bias is not None else torch.zeros_like(norm.running_mean)
+    fused.bias.data = (conv_bias - norm.running_mean) * scale + norm.bias.data
+    return fused
+
+
+class FoldedBlock(nn.Module):
+    """A ConvBlock with BN folded into the convs: conv -> act -> pool -> conv -> act (ReLU commutes with max-pool,
+    and scale-free BN has a positive scale, so the order change is exact)."""
+
+    def __init__(self, block: ConvBlock):
+        super().__init__()
+        self.conv1 = fold_batchnorm(block.conv1, block.norm1)
+        self.conv2 = fold_batchnorm(block.conv2, block.norm2)
+        self.relu = isinstance(block.act, nn.ReLU)
+        self.act = block.act
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        x = F.max_pool2d(self.act(self.conv1(x)), 2) if self.relu else self.act(F.max_pool2d(self.conv1(x), 2))
+        return self.act(self.conv2(x))
+
+
+class FoldedFastNet(nn.Module):
+    """FastNet's inference form: folded blocks, and the logit scale inside the head's weights."""
+
+    def __init__(self, model: FastNet):
+        super().__init__()
+        self.whiten = copy.deepcopy(model.whiten)
+        self.act = model.act
+        self.blocks = nn.Sequential(*[FoldedBlock(block) for block in model.blocks])
+        self.head = nn.Linear(model.head.in_features, model.head.out_features, bias=False)
+        self.head.weight.data = model.head.weight.data * model.config.logit_scale
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        x = self.blocks(self.act(self.whiten(x)))
+        return self.head(torch.amax(x, dim=(2, 3)))
 
 
 @register_model("fast-net", FastNetConfig)

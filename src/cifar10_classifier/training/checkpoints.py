@@ -1,5 +1,5 @@
 """A run's checkpoint: the training state that resumes a run to the same result, written atomically and read
-without unpickling code; and the run-folder rule (never overwritten without --resume or --force)."""
+without unpickling code. Where it lives is the run folder's business (runs.RunFolder)."""
 
 from __future__ import annotations
 
@@ -11,13 +11,8 @@ from pathlib import Path
 import torch
 
 from cifar10_classifier.atomic import atomic_path
+from cifar10_classifier.runs import RunFolderError
 from cifar10_classifier.training.distributed import DistributedContext, main_decides
-
-CHECKPOINT_NAME = "checkpoint.pt"
-
-
-class RunFolderError(Exception):
-    """The run folder exists and would be overwritten, or a checkpoint cannot be resumed."""
 
 
 @dataclass
@@ -101,18 +96,3 @@ def load_checkpoint(
     except Exception as error:
         raise _unresumable(path, error) from error
     return state
-
-
-def prepare_run_folder(out_dir: Path, resume: bool, force: bool) -> bool:
-    """-> True when there is a checkpoint to resume from. Never overwrites a run without --resume or --force."""
-    checkpoint = out_dir / CHECKPOINT_NAME
-    if resume:
-        if not checkpoint.is_file():
-            raise RunFolderError(f"{out_dir}: nothing to resume (no {CHECKPOINT_NAME}); drop --resume to start anew")
-        return True
-    if out_dir.exists() and any(out_dir.iterdir()) and not force:
-        raise RunFolderError(f"{out_dir}: run folder exists; pass --resume to continue it or --force to start over")
-    if force and checkpoint.exists():
-        checkpoint.unlink()
-    out_dir.mkdir(parents=True, exist_ok=True)
-    return False

@@ -17,19 +17,13 @@ import torch
 import torch.nn.functional as F
 
 from cifar10_classifier import CLASSES
-from cifar10_classifier.atomic import atomic_write_text
 from cifar10_classifier.data import Dataset, stratified_split
 from cifar10_classifier.machine import PrecisionChoice, choose_precision, machine_info
 from cifar10_classifier.models import create_model
 from cifar10_classifier.preprocess import IMAGE_SIZE, MEAN_RGB, RESIZE_FILTER, STD_RGB
+from cifar10_classifier.runs import RunFolder
 from cifar10_classifier.training import augment
-from cifar10_classifier.training.checkpoints import (
-    CHECKPOINT_NAME,
-    TrainState,
-    load_checkpoint,
-    prepare_run_folder,
-    save_checkpoint,
-)
+from cifar10_classifier.training.checkpoints import TrainState, load_checkpoint, save_checkpoint
 from cifar10_classifier.training.distributed import (
     DistributedContext,
     average_batchnorm_statistics,
@@ -40,9 +34,6 @@ from cifar10_classifier.training.optimizers import MuonSGD, lookahead_decay, loo
 from cifar10_classifier.training.progress import Progress
 from cifar10_classifier.training.recipes import Recipe
 from cifar10_classifier.training.tensors import normalised_tensor
-
-CONFIG_NAME = "config.json"
-HISTORY_NAME = "history.json"
 
 
 def choose_device() -> torch.device:
@@ -294,28 +285,50 @@ def run_epoch(
     return float(loss_sum), float(correct), seen
 
 
-def train(
+@dataclass
+class TrainingRun:
+    """What every epoch of one run shares, built once by set_up_run."""
+
+    recipe: Recipe
+    dataset: Dataset
+    run: RunFolder
+    dist: DistributedContext
+    device: torch.device
+    precision: PrecisionChoice
+    model: torch.nn.Module  # the network itself
+    trained_model: torch.nn.Module  # the network, or its DDP wrapper
+    model_config: dict
+    optimizer: torch.optim.Optimizer
+    generator: torch.Generator
+    state: TrainState
+    plan: StepPlan
+    batches: tuple[torch.Tensor, torch.Tensor, torch.Tensor]  # training images, labels, flip phases
+    val_images: torch.Tensor
+    val_labels: torch.Tensor
+    progress: Progress
+    stopped_early: bool = False
+
+
+def set_up_run(
     recipe: Recipe,
     dataset: Dataset,
-    out_dir: Path,
+    run: RunFolder,
     *,
-    resume: bool = False,
-    force: bool = False,
-    dist: DistributedContext | None = None,
-    show_progress: bool = True,
-) -> tuple[torch.nn.Module, TrainState, dict]:
-    """Train `recipe` on `dataset` into `out_dir` -> (model with final weights, state, card)."""
-    dist = dist or DistributedContext()
-    out_dir = Path(out_dir)
+    resume: bool,
+    force: bool,
+    dist: DistributedContext,
+    show_progress: bool,
+) -> TrainingRun:
+    """Folder, device, precision, seeds, data tensors, model, optimizer and (when resuming) the checkpoint's state,
+    in a fixed order: the same seed gives the same run."""
     # Rank 0 owns the run folder; the others wait for its verdict (and raise its error, if any).
-    has_checkpoint = main_decides(dist, lambda: prepare_run_folder(out_dir, resume, force))
+    has_checkpoint = main_decides(dist, lambda: run.prepare(resume, force))
     device = choose_device()
     if dist.enabled and device.type == "cuda":
         device = torch.device("cuda", dist.local_rank)
     if recipe.threads:
         torch.set_num_threads(recipe.threads)
     precision = precision_for(recipe, device)
-    bf16 = precision.bf16
     torch.manual_seed(recipe.seed)
     generator = torch.Generator().manual_seed(recipe.seed)
 
@@ -339,7 +352,7 @@ def train(
 
     state = TrainState()
     if has_checkpoint:
-        state = load_checkpoint(out_dir / CHECKPOINT_NAME, model, optimizer, generator, dist)
+        state = load_checkpoint(run.checkpoint, model, optimizer, generator, dist)
     trained_model = model
     if dist.enabled:
         trained_model = torch.nn.parallel.DistributedDataParallel(
@@ -347,152 +360,138 @@ def train(
         )
 
     if dist.is_main:
-        run_config = {
-            "recipe": recipe.to_dict(),
-            "model_config": model_config,
-            "data": {
-                "source": dataset.source,
-                "sha256": dataset.checksum,
-                "train": len(train_indices),
-                "val": len(val_indices),
-            },
-            "world_size": dist.world_size,
-            "precision": precision.to_dict(),
-            "device": str(device),
+        data = {
+            "source": dataset.source,
+            "sha256": dataset.checksum,
+            "train": len(train_indices),
+            "val": len(val_indices),
         }
-        atomic_write_text(out_dir / CONFIG_NAME, json.dumps(run_config, indent=2))
+        run.write_config(
+            {
+                "recipe": recipe.to_dict(),
+                "model_config": model_config,
+                "data": data,
+                "world_size": dist.world_size,
+                "precision": precision.to_dict(),
+                "device": str(device),
+            }
+        )
 
     plan = plan_steps(recipe, len(train_labels), dist.world_size)
     # airbench's alternating flip: a fixed random phase per image, drawn once per run.
     flip_phase = torch.rand(len(train_labels), generator=torch.Generator().manual_seed(recipe.seed + 1)) < 0.5
-    progress = Progress(show_progress and dist.is_main, recipe.epochs)
     if plan.lookahead_period and state.lookahead_average is None:
         state.lookahead_average = lookahead_step(model, None, 0.0)
+    return TrainingRun(
+        recipe=recipe,
+        dataset=dataset,
+        run=run,
+        dist=dist,
+        device=device,
+        precision=precision,
+        model=model,
+        trained_model=trained_model,
+        model_config=model_config,
+        optimizer=optimizer,
+        generator=generator,
+        state=state,
+        plan=plan,
+        batches=(train_images, train_labels, flip_phase),
+        val_images=val_images,
+        val_labels=val_labels,
+        progress=Progress(show_progress and dist.is_main, recipe.epochs),
+    )
 
-    stopped_early = False
-    while state.epoch < recipe.epochs:
-        epoch = state.epoch + 1
-        epoch_started = time.perf_counter()
-        loss_sum, correct, seen = run_epoch(
-            epoch,
-            trained_model=trained_model,
-            optimizer=optimizer,
-            batches=(train_images, train_labels, flip_phase),
-            state=state,
-            recipe=recipe,
-            plan=plan,
-            generator=generator,
-            dist=dist,
-            bf16=bf16,
-            progress=progress,
+
+def train_epoch(setup: TrainingRun) -> bool:
+    """The next epoch: its steps, validation, the checkpoint and history, progress -> True to stop early."""
+    recipe, state, dist = setup.recipe, setup.state, setup.dist
+    epoch = state.epoch + 1
+    epoch_started = time.perf_counter()
+    loss_sum, correct, seen = run_epoch(
+        epoch,
+        trained_model=setup.trained_model,
+        optimizer=setup.optimizer,
+        batches=setup.batches,
+        state=state,
+        recipe=recipe,
+        plan=setup.plan,
+        generator=setup.generator,
+        dist=dist,
+        bf16=setup.precision.bf16,
+        progress=setup.progress,
+    )
+    epoch_seconds = time.perf_counter() - epoch_started
+    state.train_seconds += epoch_seconds
+    row = {
+        "epoch": epoch,
+        "train_loss": loss_sum / max(1, seen),
+        "train_accuracy": correct / max(1, seen),
+        "val_loss": None,
+        "val_accuracy": None,
+        "lr": next(g["lr"] for g in setup.optimizer.param_groups if g.get("name") == "weights"),
+        "images_per_second": seen / epoch_seconds,
+        "epoch_seconds": epoch_seconds,
+        "elapsed_seconds": state.train_seconds,
+    }
+    if len(setup.val_labels):
+        # Rank 0's numbers on every rank: early stopping and the plateau schedule decide the same everywhere.
+        row["val_loss"], row["val_accuracy"] = main_decides(
+            dist,
+            lambda: evaluate_loss_accuracy(
+                setup.model, setup.val_images, setup.val_labels, recipe.eval_batch_size, setup.precision.bf16
+            ),
         )
-        epoch_seconds = time.perf_counter() - epoch_started
-        state.train_seconds += epoch_seconds
-        row = {
-            "epoch": epoch,
-            "train_loss": loss_sum / max(1, seen),
-            "train_accuracy": correct / max(1, seen),
-            "val_loss": None,
-            "val_accuracy": None,
-            "lr": next(g["lr"] for g in optimizer.param_groups if g.get("name") == "weights"),
-            "images_per_second": seen / epoch_seconds,
-            "epoch_seconds": epoch_seconds,
-            "elapsed_seconds": state.train_seconds,
-        }
-        if len(val_labels):
-            # Rank 0's numbers on every rank: early stopping and the plateau schedule decide the same everywhere.
-            row["val_loss"], row["val_accuracy"] = main_decides(
-                dist, lambda: evaluate_loss_accuracy(model, val_images, val_labels, recipe.eval_batch_size, bf16)
-            )
-        state.history.append(row)
-        state.epoch = epoch
+    state.history.append(row)
+    state.epoch = epoch
 
-        if row["val_loss"] is not None:
-            track_validation(state, row["val_loss"], recipe, model)
-        stop = bool(recipe.early_stopping_patience and state.epochs_since_best >= recipe.early_stopping_patience)
-        if dist.is_main:
-            save_checkpoint(out_dir / CHECKPOINT_NAME, model, optimizer, state, generator)
-            atomic_write_text(out_dir / HISTORY_NAME, json.dumps(state.history, indent=1))
-        eta = (recipe.epochs - epoch) * state.train_seconds / max(1, epoch)
-        progress.epoch(row, 0.0 if stop else eta)
-        if stop:
-            stopped_early = True
-            if progress.enabled:
-                print(
-                    f"early stopping: no val_loss improvement for {recipe.early_stopping_patience} epochs; "
-                    f"restoring epoch {state.best_epoch}",
-                    flush=True,
-                )
-            break
+    if row["val_loss"] is not None:
+        track_validation(state, row["val_loss"], recipe, setup.model)
+    stop = bool(recipe.early_stopping_patience and state.epochs_since_best >= recipe.early_stopping_patience)
+    if dist.is_main:
+        save_checkpoint(setup.run.checkpoint, setup.model, setup.optimizer, state, setup.generator)
+        setup.run.write_history(state.history)
+    eta = (recipe.epochs - epoch) * state.train_seconds / max(1, epoch)
+    setup.progress.epoch(row, 0.0 if stop else eta)
+    if stop and setup.progress.enabled:
+        print(
+            f"early stopping: no val_loss improvement for {recipe.early_stopping_patience} epochs; "
+            f"restoring epoch {state.best_epoch}",
+            flush=True,
+        )
+    return stop
 
+
+def finish_run(setup: TrainingRun) -> tuple[torch.nn.Module, TrainState, dict]:
+    """The final weights (the best epoch's under early stopping, the lookahead average with lookahead) and card."""
+    recipe, state, model = setup.recipe, setup.state, setup.model
     if state.best_model_state is not None and recipe.early_stopping_patience:
         model.load_state_dict(state.best_model_state)
     elif state.lookahead_average is not None:
         lookahead_step(model, state.lookahead_average, 1.0)  # the final model is the average
-    card = model_card(recipe, model_config, dataset, state)
-    card["precision"] = precision.to_dict()
-    card["stopped_early"] = stopped_early
+    card = model_card(recipe, setup.model_config, setup.dataset, state)
+    card["precision"] = setup.precision.to_dict()
+    card["stopped_early"] = setup.stopped_early
     return model, state, card
 
 
-@dataclass(frozen=True)
-class TrainJob:
-    """One `cifar10 train` invocation, resolved."""
-
-    recipe: Recipe
-    data: str | None
-    out_dir: Path
-    resume: bool = False
-    force: bool = False
-    download: bool = False
-    cache_dir: Path | None = None
-    skip_bad_images: bool = False
-    show_progress: bool = True
-    evaluate: bool = True
-
-
-def run_training_job(job: TrainJob, dist: DistributedContext | None = None) -> dict:
-    """Train, save weights + card, and (rank 0) evaluate on the test split and write the report."""
-    from cifar10_classifier.data import load_dataset
-    from cifar10_classifier.evaluation.metrics import evaluate_model
-    from cifar10_classifier.models.weights import save_weights
-
-    dist = dist or DistributedContext()
-    dataset = load_dataset(
-        job.data, cache_dir=job.cache_dir, download=job.download, skip_bad_images=job.skip_bad_images
+def train(
+    recipe: Recipe,
+    dataset: Dataset,
+    out_dir: Path | RunFolder,
+    *,
+    resume: bool = False,
+    force: bool = False,
+    dist: DistributedContext | None = None,
+    show_progress: bool = True,
+) -> tuple[torch.nn.Module, TrainState, dict]:
+    """Train `recipe` on `dataset` into the run folder `out_dir` -> (model with final weights, state, card)."""
+    run = out_dir if isinstance(out_dir, RunFolder) else RunFolder(Path(out_dir))
+    setup = set_up_run(
+        recipe, dataset, run, resume=resume, force=force, dist=dist or DistributedContext(), show_progress=show_progress
     )
-    started = time.perf_counter()
-    model, state, card = train(
-        job.recipe, dataset, job.out_dir, resume=job.resume, force=job.force, dist=dist, show_progress=job.show_progress
-    )
-    result = {"card": card, "history": state.history}
-    if not dist.is_main:
-        return result
-    save_weights(model, job.out_dir, card)
-    if job.evaluate:
-        metrics = evaluate_model(
-            model,
-            dataset.test.images_uint8,
-            dataset.test.labels,
-            job.recipe.tta_level,
-            job.out_dir,
-            state.history,
-            card,
-            bf16=precision_for(job.recipe, choose_device()).bf16,
-            batch_size=job.recipe.eval_batch_size,
-        )
-        card["accuracy"] = {
-            "test": metrics["test_accuracy"],
-            "test_tta": metrics["test_accuracy_tta"],
-            "tta_level": job.recipe.tta_level,
-        }
-        card["train_and_eval_seconds"] = round(time.perf_counter() - started, 1)
-        save_weights(model, job.out_dir, card)
-        result["metrics"] = metrics
-        if job.show_progress:
-            print(
-                f"test accuracy {metrics['test_accuracy']:.4f}, with TTA {metrics['test_accuracy_tta']:.4f}; "
-                f"report: {job.out_dir / 'report.md'}",
-                flush=True,
-            )
-    return result
+    while setup.state.epoch < recipe.epochs:
+        if train_epoch(setup):
+            setup.stopped_early = True
+            break
+    return finish_run(setup)
