@@ -254,7 +254,8 @@ def main() -> int:
         # Kept at once: should a later run fail, --peer-result reuses it with --collect.
         atomic_write_text(RESULTS / "peer_airbench.json", json.dumps(peer, indent=2) + "\n")
 
-    runs = []
+    runs: list[dict] = []
+    missing: list[str] = []
     reuse = set(filter(None, args.reuse.split(",")))
     for recipe in args.recipes.split(","):
         seeds = 1 if recipe == "classic" else args.seeds
@@ -262,6 +263,10 @@ def main() -> int:
             for seed in range(seeds):
                 if args.collect or recipe in reuse:
                     name = f"{recipe}-seed{seed}" + ("" if nproc == 1 else f"-np{nproc}")
+                    if not RunFolder(args.runs_dir / name).metrics.is_file():
+                        print(f"no finished run {args.runs_dir / name}: left out", flush=True)
+                        missing.append(name)
+                        continue
                     result = collect_run(args.runs_dir / name, recipe, seed, nproc, None)
                     result["reused_run"] = recipe in reuse
                 else:
@@ -274,6 +279,8 @@ def main() -> int:
 
     comparison = compare_with_peer(runs, peer, args.peer_epochs) if peer else None
     lines = markdown_table(runs, precision, peer, comparison, args)
+    if missing:
+        lines.append(f"Runs that had not finished and are left out (--collect): {', '.join(missing)}.")
     payload = {"peak_matmul_gflops": machine["peak_matmul_gflops"], "peer": peer, "vs_peer": comparison, "runs": runs}
     write_results(args.name, payload, lines, machine)
     if args.frontier and peer:

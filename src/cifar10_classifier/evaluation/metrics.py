@@ -16,7 +16,7 @@ from cifar10_classifier import CLASSES
 from cifar10_classifier.runs import RunFolder
 from cifar10_classifier.training.augment import tta_views
 from cifar10_classifier.training.recipes import DEFAULT_EVAL_BATCH_SIZE
-from cifar10_classifier.training.tensors import normalised_tensor
+from cifar10_classifier.training.tensors import normalized_tensor
 
 
 def confusion_matrix(labels: np.ndarray, predictions: np.ndarray, num_classes: int = len(CLASSES)) -> np.ndarray:
@@ -125,7 +125,7 @@ def evaluate_model(
     from cifar10_classifier.evaluation.report import write_report
 
     device = next(model.parameters()).device
-    images = normalised_tensor(test_images_uint8, device, channels_last=True)
+    images = normalized_tensor(test_images_uint8, device, channels_last=True)
     labels = np.asarray(test_labels)
     plain_logits, final_logits = predict_plain_and_tta_logits(model, images, tta_level, batch_size, bf16)
     metrics = {"test": compute_metrics(plain_logits, labels)}

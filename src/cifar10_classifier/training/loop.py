@@ -33,7 +33,7 @@ from cifar10_classifier.training.distributed import (
 from cifar10_classifier.training.optimizers import MuonSGD, lookahead_decay, lookahead_step
 from cifar10_classifier.training.progress import Progress
 from cifar10_classifier.training.recipes import Recipe
-from cifar10_classifier.training.tensors import normalised_tensor
+from cifar10_classifier.training.tensors import normalized_tensor
 
 
 def choose_device() -> torch.device:
@@ -334,9 +334,9 @@ def set_up_run(
 
     train_indices, val_indices = stratified_split(dataset.train.labels, recipe.val_fraction, recipe.seed)
     all_images, all_labels = np.asarray(dataset.train.images_uint8), np.asarray(dataset.train.labels)
-    train_images = normalised_tensor(all_images[train_indices], device, recipe.channels_last)
+    train_images = normalized_tensor(all_images[train_indices], device, recipe.channels_last)
     train_labels = torch.from_numpy(all_labels[train_indices]).to(device)
-    val_images = normalised_tensor(all_images[val_indices], device, recipe.channels_last)
+    val_images = normalized_tensor(all_images[val_indices], device, recipe.channels_last)
     val_labels = torch.from_numpy(all_labels[val_indices]).to(device)
 
     model = create_model(recipe.model, **recipe.model_config)

@@ -8,7 +8,7 @@ import torch
 from cifar10_classifier.preprocess import MEAN_RGB, STD_RGB
 
 
-def normalised_tensor(images_uint8: np.ndarray, device: torch.device, channels_last: bool) -> torch.Tensor:
+def normalized_tensor(images_uint8: np.ndarray, device: torch.device, channels_last: bool) -> torch.Tensor:
     """uint8 (N, 32, 32, 3) -> float32 (N, 3, 32, 32) normalised with the training mean/std (same as preprocess)."""
     # A copy: the cache is memory-mapped read-only, and torch wants a writable buffer.
     images = torch.from_numpy(np.array(images_uint8, dtype=np.uint8, copy=True)).to(device)
