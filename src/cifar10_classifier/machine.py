@@ -9,7 +9,7 @@ import sys
 from collections.abc import Iterable, Mapping
 from dataclasses import asdict, dataclass
 from functools import cache
-from typing import Literal, get_args
+from typing import Any, Literal, get_args
 
 Precision = Literal["auto", "fp32", "bf16"]
 PRECISIONS: tuple[str, ...] = get_args(Precision)
@@ -63,7 +63,7 @@ class PrecisionChoice:
     def bf16(self) -> bool:
         return self.used == "bf16"
 
-    def to_dict(self) -> dict:
+    def to_dict(self) -> dict[str, Any]:
         return asdict(self)
 
 
@@ -108,7 +108,7 @@ def simd_flags(flags: Iterable[str] | None = None) -> list[str]:
     return sorted(f for f in present if f.startswith(("avx", "amx")) or f in ("fma", "vnni"))
 
 
-def machine_info() -> dict:
+def machine_info() -> dict[str, Any]:
     info = {
         "cpu": cpu_model(),
         "cores": usable_cores(),

@@ -102,11 +102,11 @@ def decode_image(data: bytes, options: DecodeOptions = DecodeOptions()) -> np.nd
             # antialiased resize, not libjpeg, does the last reduction.
             image.draft(image.mode, (IMAGE_SIZE * 2, IMAGE_SIZE * 2))
         image.seek(0)
-        image = ImageOps.exif_transpose(image)
-        image = _to_rgb(image)
-        if image.size != (IMAGE_SIZE, IMAGE_SIZE):
-            image = image.resize((IMAGE_SIZE, IMAGE_SIZE), _RESIZE_FILTERS[options.resize_filter])
-        array = np.asarray(image, dtype=np.uint8)
+        upright: Image.Image = ImageOps.exif_transpose(image)
+        upright = _to_rgb(upright)
+        if upright.size != (IMAGE_SIZE, IMAGE_SIZE):
+            upright = upright.resize((IMAGE_SIZE, IMAGE_SIZE), _RESIZE_FILTERS[options.resize_filter])
+        array = np.asarray(upright, dtype=np.uint8)
     except ImageDecodeError:
         raise
     except UnidentifiedImageError as error:
@@ -120,7 +120,9 @@ def decode_image(data: bytes, options: DecodeOptions = DecodeOptions()) -> np.nd
     return np.ascontiguousarray(array.reshape(IMAGE_SIZE, IMAGE_SIZE, 3))
 
 
-def normalize(images_uint8: np.ndarray, mean=MEAN_RGB, std=STD_RGB) -> np.ndarray:
+def normalize(
+    images_uint8: np.ndarray, mean: tuple[float, ...] = MEAN_RGB, std: tuple[float, ...] = STD_RGB
+) -> np.ndarray:
     """uint8 (N, 32, 32, 3) or (32, 32, 3) -> float32 (N, 3, 32, 32) normalised: the network's input."""
     if images_uint8.ndim == 3:
         images_uint8 = images_uint8[None]

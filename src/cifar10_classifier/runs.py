@@ -15,6 +15,7 @@ from __future__ import annotations
 import json
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 from cifar10_classifier.atomic import atomic_write_text
 from cifar10_classifier.errors import UserError
@@ -49,18 +50,53 @@ class RunFolder:
         return run
 
     # The layout
-    config = property(lambda self: self.path / "config.json")
-    history = property(lambda self: self.path / "history.json")
-    checkpoint = property(lambda self: self.path / "checkpoint.pt")
-    weights = property(lambda self: self.path / "model.safetensors")
-    card = property(lambda self: self.path / "model.json")
-    metrics = property(lambda self: self.path / "metrics.json")
-    report = property(lambda self: self.path / "report.md")
-    curves_plot = property(lambda self: self.path / "curves.png")
-    confusion_plot = property(lambda self: self.path / "confusion.png")
-    calibration_plot = property(lambda self: self.path / "calibration.png")
-    mistakes_plot = property(lambda self: self.path / "mistakes.png")
-    export_dir = property(lambda self: self.path / "export")
+    @property
+    def config(self) -> Path:
+        return self.path / "config.json"
+
+    @property
+    def history(self) -> Path:
+        return self.path / "history.json"
+
+    @property
+    def checkpoint(self) -> Path:
+        return self.path / "checkpoint.pt"
+
+    @property
+    def weights(self) -> Path:
+        return self.path / "model.safetensors"
+
+    @property
+    def card(self) -> Path:
+        return self.path / "model.json"
+
+    @property
+    def metrics(self) -> Path:
+        return self.path / "metrics.json"
+
+    @property
+    def report(self) -> Path:
+        return self.path / "report.md"
+
+    @property
+    def curves_plot(self) -> Path:
+        return self.path / "curves.png"
+
+    @property
+    def confusion_plot(self) -> Path:
+        return self.path / "confusion.png"
+
+    @property
+    def calibration_plot(self) -> Path:
+        return self.path / "calibration.png"
+
+    @property
+    def mistakes_plot(self) -> Path:
+        return self.path / "mistakes.png"
+
+    @property
+    def export_dir(self) -> Path:
+        return self.path / "export"
 
     def prepare(self, resume: bool, force: bool) -> bool:
         """-> True when there is a checkpoint to resume from. Never overwrites a run without --resume or --force."""
@@ -80,44 +116,44 @@ class RunFolder:
         return False
 
     # Typed reads and writes
-    def write_config(self, config: dict) -> None:
+    def write_config(self, config: dict[str, Any]) -> None:
         _write_json(self.config, config, indent=2)
 
-    def read_config(self) -> dict | None:
+    def read_config(self) -> dict[str, Any] | None:
         """The run's config, or None for a folder without one (weights copied by hand, or an older run)."""
-        return _read_json(self.config) if self.config.is_file() else None
+        return dict(_read_json(self.config)) if self.config.is_file() else None
 
-    def write_history(self, history: list[dict]) -> None:
+    def write_history(self, history: list[dict[str, Any]]) -> None:
         _write_json(self.history, history, indent=1)
 
-    def read_history(self) -> list[dict]:
-        return _read_json(self.history) if self.history.is_file() else []
+    def read_history(self) -> list[dict[str, Any]]:
+        return list(_read_json(self.history)) if self.history.is_file() else []
 
-    def write_card(self, card: dict) -> None:
+    def write_card(self, card: dict[str, Any]) -> None:
         _write_json(self.card, card, indent=2)
 
-    def read_card(self) -> dict:
-        return _read_json(self.card)
+    def read_card(self) -> dict[str, Any]:
+        return dict(_read_json(self.card))
 
-    def write_metrics(self, metrics: dict) -> None:
+    def write_metrics(self, metrics: dict[str, Any]) -> None:
         _write_json(self.metrics, metrics, indent=1)
 
-    def read_metrics(self) -> dict:
-        return _read_json(self.metrics)
+    def read_metrics(self) -> dict[str, Any]:
+        return dict(_read_json(self.metrics))
 
-    def recipe_value(self, key: str, default):
+    def recipe_value(self, key: str, default: Any) -> Any:
         """One field of the recipe the run trained with (e.g. its eval_batch_size), or `default` without one."""
         config = self.read_config() or {}
         value = config.get("recipe", {}).get(key, default)
         return type(default)(value) if default is not None and value is not None else value
 
 
-def _write_json(path: Path, value, indent: int) -> None:
+def _write_json(path: Path, value: Any, indent: int) -> None:
     path.parent.mkdir(parents=True, exist_ok=True)
     atomic_write_text(path, json.dumps(value, indent=indent))
 
 
-def _read_json(path: Path):
+def _read_json(path: Path) -> Any:
     try:
         return json.loads(path.read_text())
     except (OSError, ValueError) as error:

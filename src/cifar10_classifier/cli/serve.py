@@ -88,7 +88,7 @@ def run(args: argparse.Namespace) -> int:
         raise UserError(f"{settings.model}: model file not found")
     os.environ.update(settings_environment(settings))
     metrics_dir = None
-    if settings.workers > 1 and not os.environ.get(MULTIPROC_ENV):
+    if (settings.workers or 1) > 1 and not os.environ.get(MULTIPROC_ENV):
         # Workers write their metrics to files here; /metrics on any worker sums them all.
         metrics_dir = tempfile.mkdtemp(prefix="cifar10-metrics-")
         os.environ[MULTIPROC_ENV] = metrics_dir
@@ -107,7 +107,7 @@ def run(args: argparse.Namespace) -> int:
             log_level=settings.log_level,
             access_log=args.access_log,
             # On SIGTERM uvicorn stops accepting, lets in-flight requests finish, then runs the lifespan's drain.
-            timeout_graceful_shutdown=settings.shutdown_timeout_s,
+            timeout_graceful_shutdown=int(settings.shutdown_timeout_s),  # uvicorn takes whole seconds
         )
     except _Stopped:
         pass

@@ -9,6 +9,7 @@ from __future__ import annotations
 import hashlib
 import time
 from pathlib import Path
+from typing import Any
 
 from cifar10_classifier.data.cache import default_cache_dir, read_cached, write_cached
 from cifar10_classifier.data.checksum import memoised_digest
@@ -37,7 +38,7 @@ def download_official(cache_dir: Path | None = None, url: str = OFFICIAL_URL, md
     return download(url, cache_dir / "downloads" / OFFICIAL_FILENAME, md5)
 
 
-def _decode_source(path: Path, skip_bad_images: bool) -> tuple[dict, list[str], str]:
+def _decode_source(path: Path, skip_bad_images: bool) -> tuple[dict[str, Any], list[str], str]:
     if path.is_dir():
         if (path / "data_batch_1").is_file():
             return load_official_folder(path), [], "official-batches"

@@ -7,6 +7,7 @@ import tarfile
 import zipfile
 import zlib
 from pathlib import Path, PurePosixPath
+from typing import Literal
 
 from cifar10_classifier.data.errors import DataError
 
@@ -65,4 +66,5 @@ def open_tar(path: Path) -> tarfile.TarFile:
     with open(path, "rb") as handle:
         head = handle.read(6)
     compression = next((name for magic, name in _COMPRESSION_MAGIC.items() if head.startswith(magic)), "")
-    return tarfile.open(path, f"r:{compression}")
+    mode: Literal["r:", "r:gz", "r:bz2", "r:xz"] = f"r:{compression}"  # type: ignore[assignment]
+    return tarfile.open(path, mode)

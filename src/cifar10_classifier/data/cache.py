@@ -8,6 +8,7 @@ import shutil
 import tempfile
 import time
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 from platformdirs import user_cache_dir
@@ -30,7 +31,7 @@ def entry_dir(cache_dir: Path, checksum: str) -> Path:
     return cache_dir / f"v{CACHE_FORMAT_VERSION}-{checksum[:32]}"
 
 
-def read_cached(cache_dir: Path, checksum: str) -> tuple[Split, Split, dict] | None:
+def read_cached(cache_dir: Path, checksum: str) -> tuple[Split, Split, dict[str, Any]] | None:
     """The cached splits (memory-mapped), or None when there is no complete entry."""
     folder = entry_dir(cache_dir, checksum)
     meta_path = folder / "meta.json"
@@ -54,7 +55,7 @@ def read_cached(cache_dir: Path, checksum: str) -> tuple[Split, Split, dict] | N
     )
 
 
-def write_cached(cache_dir: Path, checksum: str, splits: dict, meta: dict) -> None:
+def write_cached(cache_dir: Path, checksum: str, splits: dict[str, Any], meta: dict[str, Any]) -> None:
     """Write a whole entry into a temporary folder, then rename it into place: never half an entry."""
     cache_dir.mkdir(parents=True, exist_ok=True)
     final = entry_dir(cache_dir, checksum)

@@ -49,7 +49,7 @@ def memoised_digest(path: Path, cache_dir: Path) -> str:
     key = os.path.abspath(path)
     entry = memo.get(key)
     if entry and entry.get("stamp") == stamp:
-        return entry["sha256"]
+        return str(entry["sha256"])
     value = folder_digest(path) if path.is_dir() else file_digest(path)
     memo[key] = {"stamp": stamp, "sha256": value}
     cache_dir.mkdir(parents=True, exist_ok=True)

@@ -6,9 +6,11 @@ shared preprocessing's decoder, so tiles that are not 32x32 are resized exactly 
 
 from __future__ import annotations
 
+import functools
 import zipfile
 from collections.abc import Callable, Iterator
 from pathlib import Path, PurePosixPath
+from typing import Any
 
 import numpy as np
 
@@ -45,7 +47,7 @@ def _tar_entries(path: Path) -> Iterator[Entry]:
                 handle = archive.extractfile(member)
                 assert handle is not None
                 data = handle.read()
-                yield member.name, lambda data=data: data
+                yield member.name, functools.partial(bytes, data)
         read_to_end(archive)
 
 
@@ -57,7 +59,7 @@ def _zip_entries(path: Path) -> Iterator[Entry]:
             check_member_safe(path, info.filename, is_link=is_link)
             if not info.is_dir():
                 # Some Windows tools write 'train\\cat\\0.png' although the zip format says '/'.
-                yield info.filename.replace("\\", "/"), lambda info=info: archive.read(info)
+                yield info.filename.replace("\\", "/"), functools.partial(archive.read, info)
 
 
 def _classify(source: Path, name: str) -> tuple[str, str] | None:
@@ -72,7 +74,7 @@ def _classify(source: Path, name: str) -> tuple[str, str] | None:
     return parts[-3], parts[-2]
 
 
-def load_image_folder(source: Path, *, skip_bad_images: bool = False) -> tuple[dict, list[str]]:
+def load_image_folder(source: Path, *, skip_bad_images: bool = False) -> tuple[dict[str, Any], list[str]]:
     """-> ({split: (images uint8 (N,32,32,3), labels int64 (N,))}, skipped image names)."""
     if source.is_dir():
         entries = _folder_entries(source)

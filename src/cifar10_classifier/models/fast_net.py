@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import copy
 from dataclasses import dataclass
+from typing import cast
 
 import torch
 import torch.nn as nn
@@ -105,10 +106,12 @@ class FastNet(nn.Module):
 def fold_batchnorm(conv: nn.Conv2d, norm: nn.BatchNorm2d) -> nn.Conv2d:
     """conv then BN (inference statistics) as one conv. A non-positive BN scale cannot be moved through the
     max-pool that sits between them: ValueError."""
+    assert norm.running_var is not None and norm.running_mean is not None and norm.bias is not None
     scale = norm.weight / torch.sqrt(norm.running_var + norm.eps)  # (C,)
     if (scale <= 0).any():
         raise ValueError("a batch-norm scale is not positive; it cannot be folded through max-pooling")
-    fused = nn.Conv2d(conv.in_channels, conv.out_channels, conv.kernel_size, padding=conv.padding, bias=True)
+    padding = cast("str | tuple[int, int]", conv.padding)
+    fused = nn.Conv2d(conv.in_channels, conv.out_channels, conv.kernel_size[0], padding=padding, bias=True)
     fused.weight.data = conv.weight.data * scale[:, None, None, None]
     conv_bias = conv.bias.data if conv.bias is not None else torch.zeros_like(norm.running_mean)
     fused.bias.data = (conv_bias - norm.running_mean) * scale + norm.bias.data
@@ -138,7 +141,7 @@ class FoldedFastNet(nn.Module):
         super().__init__()
         self.whiten = copy.deepcopy(model.whiten)
         self.act = model.act
-        self.blocks = nn.Sequential(*[FoldedBlock(block) for block in model.blocks])
+        self.blocks = nn.Sequential(*[FoldedBlock(block) for block in model.blocks if isinstance(block, ConvBlock)])
         self.head = nn.Linear(model.head.in_features, model.head.out_features, bias=False)
         self.head.weight.data = model.head.weight.data * model.config.logit_scale
 

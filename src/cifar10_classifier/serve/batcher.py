@@ -29,7 +29,7 @@ class BatcherClosed(RuntimeError):
 @dataclass(slots=True)
 class _Pending:
     item: Any
-    future: asyncio.Future
+    future: asyncio.Future[Any]
     queued_at: float
     size: int
 
@@ -88,7 +88,8 @@ class MicroBatcher(Generic[ItemT, ResultT]):
             elif self._timer is None:
                 self._timer = loop.call_later(self.max_wait_s, self._dispatch)
         # A running batch dispatches what is pending when it finishes (see _finish).
-        return await future
+        result: ResultT = await future
+        return result
 
     def _dispatch(self) -> None:
         if self._timer is not None:
@@ -122,7 +123,7 @@ class MicroBatcher(Generic[ItemT, ResultT]):
         done = loop.run_in_executor(self._executor, self._run_batch, [p.item for p in batch])
         done.add_done_callback(lambda finished: self._finish(batch, finished))
 
-    def _finish(self, batch: list[_Pending], finished: asyncio.Future) -> None:
+    def _finish(self, batch: list[_Pending], finished: asyncio.Future[Any]) -> None:
         self._running = False
         if finished.cancelled():
             failure: BaseException | None = BatcherClosed("the batch was cancelled")

@@ -20,7 +20,7 @@ class ServerContext:
         self.model = ModelState()
         self._given_predictor = predictor
         self.batcher: MicroBatcher[BatchItem, ItemResult] | None = None
-        self._load_task: asyncio.Future | None = None
+        self._load_task: asyncio.Future[None] | None = None
 
     async def start(self) -> None:
         self.batcher = MicroBatcher(
@@ -51,7 +51,7 @@ class ServerContext:
                 await self._load_task
         self.metrics.close()
 
-    def _run_batch(self, items: list[BatchItem]):
+    def _run_batch(self, items: list[BatchItem]) -> list[ItemResult | Exception]:
         runner = self.model.runner
         if runner is None:  # cannot happen after require_ready(); kept as a clear failure if it ever does
             raise RuntimeError("the model is not loaded")

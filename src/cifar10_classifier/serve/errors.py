@@ -32,14 +32,14 @@ class ApiError(Exception):
         self.message = message
         self.headers = headers
 
-    def body(self) -> dict:
+    def body(self) -> dict[str, Any]:
         return error_body(self.code, self.message)
 
     def response(self) -> Response:
         return JSONBytesResponse(self.body(), status_code=self.status, headers=self.headers)
 
 
-def error_body(code: str, message: str) -> dict:
+def error_body(code: str, message: str) -> dict[str, Any]:
     return {"error": {"code": code, "message": message}}
 
 

@@ -80,7 +80,9 @@ class RequestGuard:
             self.metrics.observe_request(label, scope["method"], status, time.perf_counter() - started)
 
 
-async def _send_error(send: Send, status: int, code: str, message: str, headers: list | None = None) -> None:
+async def _send_error(
+    send: Send, status: int, code: str, message: str, headers: list[tuple[bytes, bytes]] | None = None
+) -> None:
     body = orjson.dumps(error_body(code, message))
     await send(
         {

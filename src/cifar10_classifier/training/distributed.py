@@ -13,7 +13,7 @@ import os
 import re
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
-from typing import TypeVar
+from typing import Any, TypeVar
 
 import torch
 import torch.distributed as torch_dist
@@ -109,9 +109,10 @@ def from_main(dist: DistributedContext, value: T) -> T:
     """Rank 0's `value` on every rank (any picklable object)."""
     if not dist.enabled:
         return value
-    box = [value if dist.is_main else None]
+    box: list[Any] = [value if dist.is_main else None]
     torch_dist.broadcast_object_list(box, src=0)
-    return box[0]
+    received: T = box[0]
+    return received
 
 
 def main_decides(dist: DistributedContext, decide: Callable[[], T]) -> T:
@@ -128,7 +129,7 @@ def main_decides(dist: DistributedContext, decide: Callable[[], T]) -> T:
             if not dist.enabled:
                 raise
             outcome = (False, error)
-    succeeded, result = from_main(dist, outcome)
+    succeeded, result = from_main(dist, outcome)  # type: ignore[misc]  # rank 0 always sets it
     if not succeeded:
         raise result  # type: ignore[misc]
     return result  # type: ignore[return-value]
@@ -190,6 +191,8 @@ class CpuSyncBatchNorm(_BatchNorm):
         var = (squared_deviations + counts * (means - mean) ** 2).sum(0) / total
 
         if self.track_running_stats:
+            assert self.num_batches_tracked is not None and self.running_mean is not None
+            assert self.running_var is not None
             with torch.no_grad():
                 self.num_batches_tracked.add_(1)
                 factor = 1.0 / self.num_batches_tracked.item() if self.momentum is None else self.momentum
@@ -240,5 +243,6 @@ def average_batchnorm_statistics(model: nn.Module, dist: DistributedContext) -> 
         synchronised = isinstance(layer, (nn.SyncBatchNorm, CpuSyncBatchNorm))
         if isinstance(layer, _BatchNorm) and not synchronised and layer.track_running_stats:
             for buffer in (layer.running_mean, layer.running_var):
+                assert buffer is not None
                 torch_dist.all_reduce(buffer)
                 buffer.div_(dist.world_size)

@@ -237,7 +237,7 @@ def run_epoch(
     """
     images_all, labels_all, flip_phase = batches
     device = images_all.device
-    model = trained_model.module if dist.enabled else trained_model
+    model: torch.nn.Module = trained_model.module if dist.enabled else trained_model  # type: ignore[assignment]
     model.train()
     started = time.perf_counter()
     order = torch.randperm(len(labels_all), generator=generator)
@@ -342,12 +342,12 @@ def set_up_run(
     model = create_model(recipe.model, **recipe.model_config)
     model_config = json.loads(json.dumps(model.config.__dict__))  # the resolved config, JSON-friendly
     if hasattr(model, "init_whitening"):
-        model.init_whitening(train_images[: recipe.whiten_images].float().cpu())
+        model.init_whitening(train_images[: recipe.whiten_images].float().cpu())  # type: ignore[operator]
     if recipe.sync_batchnorm and dist.enabled:
         model = convert_sync_batchnorm(model, device)
     model = model.to(device)
     if recipe.channels_last:
-        model = model.to(memory_format=torch.channels_last)
+        model = model.to(memory_format=torch.channels_last)  # type: ignore[call-overload]
     optimizer = build_optimizer(model, recipe)
 
     state = TrainState()
