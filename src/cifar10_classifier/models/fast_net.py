@@ -114,6 +114,7 @@ def fold_batchnorm(conv: nn.Conv2d, norm: nn.BatchNorm2d) -> nn.Conv2d:
     fused = nn.Conv2d(conv.in_channels, conv.out_channels, conv.kernel_size[0], padding=padding, bias=True)
     fused.weight.data = conv.weight.data * scale[:, None, None, None]
     conv_bias = conv.bias.data if conv.bias is not None else torch.zeros_like(norm.running_mean)
+    assert fused.bias is not None
     fused.bias.data = (conv_bias - norm.running_mean) * scale + norm.bias.data
     return fused
 
