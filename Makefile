@@ -8,7 +8,7 @@ HOST ?= 127.0.0.1
 PORT ?= 8000
 DATA ?= ../shared/datasets/cifar10-jpeg.tar.gz
 
-.PHONY: install serve test lint format browser bundled-model bench clean
+.PHONY: install serve test lint typecheck format browser bundled-model bench clean
 
 $(STAMP): pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -29,12 +29,19 @@ lint: $(STAMP)
 	$(BIN)/ruff check .
 	$(BIN)/ruff format --check .
 
+typecheck: $(STAMP)
+	$(BIN)/mypy
+
 format: $(STAMP)
 	$(BIN)/ruff format .
 	$(BIN)/ruff check --fix .
 
-test: $(STAMP) browser lint
-	$(BIN)/python -m pytest
+# Coverage of the test process itself (server and torchrun subprocesses are not counted); the floor is the
+# figure the suite reaches, rounded down, so a change that drops tests fails here.
+COVERAGE_FLOOR ?= 85
+
+test: $(STAMP) browser lint typecheck
+	$(BIN)/python -m pytest --cov --cov-report=term --cov-fail-under=$(COVERAGE_FLOOR)
 
 # Rebuild the bundled int8 model (recipe fast-large) from the shared archive (about 45 minutes on a 2-core CPU).
 bundled-model: $(STAMP)
