@@ -34,7 +34,7 @@ from cifar10_classifier.data import load_dataset
 from cifar10_classifier.machine import usable_cores
 from cifar10_classifier.models import create_model
 from cifar10_classifier.runs import RunFolder
-from cifar10_classifier.training.recipes import Recipe
+from cifar10_classifier.training.recipes import RECIPES, Recipe
 
 
 def training_flops_per_image(recipe: Recipe, size: int = 32) -> float:
@@ -96,6 +96,11 @@ def collect_run(out: Path, recipe: str, seed: int, nproc: int, process_seconds: 
     """A finished run folder -> its benchmark row (times from its card and history, accuracy from metrics)."""
     run = RunFolder(out)
     card, metrics, history = run.read_card(), run.read_metrics(), run.read_history()
+    trained = Recipe.from_dict((run.read_config() or {})["recipe"]).to_dict()
+    named = RECIPES[recipe].to_dict()
+    # What the run changed from the named recipe, read from its own config (the seed aside): so a row can
+    # never claim the plain recipe for a run that was not.
+    overrides = [f"{key}={trained[key]}" for key in named if key != "seed" and trained[key] != named[key]]
     images = sum(row["images_per_second"] * row["epoch_seconds"] for row in history)
     train_only = sum(row["epoch_seconds"] for row in history)
     return {
@@ -114,6 +119,7 @@ def collect_run(out: Path, recipe: str, seed: int, nproc: int, process_seconds: 
         "run": str(out),
         "run_finished": card["version"],
         "precision": card.get("precision", {}).get("reason"),
+        "overrides": overrides,
     }
 
 
@@ -150,6 +156,7 @@ def compare_with_peer(runs: list[dict], peer: dict, peer_epochs: int) -> dict:
         seconds = sum(r["train_seconds"] for r in group) / len(group)
         accuracy = sum(r["test_accuracy_tta"] for r in group) / len(group)
         summary = {
+            "overrides": sorted({item for run in group for item in run["overrides"]}),
             "seeds": len(group),
             "train_seconds": round(seconds, 1),
             "test_accuracy_tta": round(accuracy, 4),
@@ -271,7 +278,6 @@ def main() -> int:
                     result["reused_run"] = recipe in reuse
                 else:
                     result = run_recipe(recipe, seed, args.data, args.runs_dir, nproc, args.set)
-                result["overrides"] = args.set
                 gflops_per_second = result["images_per_second"] * result["training_gflops_per_image"]
                 result[f"fraction_of_peak_{precision}"] = round(gflops_per_second / peak, 3)
                 runs.append(result)
@@ -324,12 +330,14 @@ def markdown_table(runs: list[dict], precision: str, peer: dict | None, comparis
         "|---|---|---|---|---|---|---|---|---|",
     ]
     for (recipe, nproc), group in summary.items():
+        changed = sorted({item for run in group for item in run["overrides"]})
+        label = recipe + (f" ({', '.join(changed)})" if changed else "")
 
         def mean(field, group=group):
             return sum(r[field] for r in group) / len(group)
 
         lines.append(
-            f"| {recipe} | {nproc} | {len(group)} | {group[0]['epochs']} | {mean('train_seconds'):.0f} | "
+            f"| {label} | {nproc} | {len(group)} | {group[0]['epochs']} | {mean('train_seconds'):.0f} | "
             f"{mean('images_per_second'):.0f} | {mean(f'fraction_of_peak_{precision}'):.0%} | "
             f"{mean('test_accuracy'):.2%} | {mean('test_accuracy_tta'):.2%} |"
         )
