@@ -54,19 +54,6 @@ def test_a_bad_query_is_422(client, query):
     assert response.json()["error"]["code"] == "invalid_request"
 
 
-def _streamed_over_the_limit() -> dict:
-    boundary = "b0undary"
-    head = f'--{boundary}\r\nContent-Disposition: form-data; name="file"; filename="a.png"\r\n\r\n'.encode()
-
-    def body():
-        yield head
-        for _ in range(64):
-            yield b"\x00" * 65536
-        yield f"\r\n--{boundary}--\r\n".encode()
-
-    return {"content": body(), "headers": {"content-type": f"multipart/form-data; boundary={boundary}"}}
-
-
 def _corrupt_png() -> bytes:
     data = bytearray(images.encode(images.photo((64, 64))))
     data[60:80] = b"\x00" * 20
@@ -92,7 +79,7 @@ BAD_INPUTS = {
         "image_too_large",
     ),
     "over-the-upload-limit": (lambda: {"files": upload(b"\xff" * (3 * 1024 * 1024))}, 413, "upload_too_large"),
-    "over-the-limit-streamed": (_streamed_over_the_limit, 413, "upload_too_large"),
+    "over-the-limit-streamed": (images.chunked_upload, 413, "upload_too_large"),
     "json-body": (
         lambda: {"content": b'{"image": "..."}', "headers": {"content-type": "application/json"}},
         415,
