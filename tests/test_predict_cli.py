@@ -39,3 +39,46 @@ def test_predict_with_a_missing_model_says_what_to_do(tmp_path, capsys):
     good, _, _ = _write_images(tmp_path)
     assert main(["predict", str(good), "--model", str(tmp_path / "nope.onnx")]) == 2
     assert "not found" in capsys.readouterr().err
+
+
+def test_predict_explain_writes_the_overlay_png(tiny_onnx_model, tmp_path, capsys):
+    from PIL import Image
+
+    good, _, _ = _write_images(tmp_path)
+    target = tmp_path / "out" / "why.png"
+    assert main(["predict", str(good), "--model", str(tiny_onnx_model), "--explain", str(target)]) == 0
+    with Image.open(target) as overlay:
+        assert overlay.format == "PNG" and overlay.size == (256, 256)
+    assert f"heat map: {target}" in capsys.readouterr().out
+    assert [path.name for path in target.parent.iterdir()] == ["why.png"]  # no temporary file left beside it
+
+
+def test_predict_explain_numbers_the_overlays_of_several_images(tiny_onnx_model, tmp_path, capsys):
+    good, photo, bad = _write_images(tmp_path)
+    target = tmp_path / "why.png"
+    args = ["predict", str(good), str(bad), str(photo), "--model", str(tiny_onnx_model), "--json"]
+    assert main([*args, "--explain", str(target)]) == 1
+    rows = [json.loads(line) for line in capsys.readouterr().out.strip().splitlines()]
+    assert [row.get("explanation") for row in rows] == [str(tmp_path / "why-1.png"), None, str(tmp_path / "why-3.png")]
+    assert sorted(path.name for path in tmp_path.glob("why*")) == ["why-1.png", "why-3.png"]
+
+
+def test_an_off_distribution_prediction_is_marked_and_kept(tiny_onnx_model, tmp_path, capsys, monkeypatch):
+    from cifar10_classifier.inference import Prediction
+
+    good, _, _ = _write_images(tmp_path)
+    plain = Prediction.to_dict
+    monkeypatch.setattr(Prediction, "to_dict", lambda self: {**plain(self), "in_distribution": False})
+    assert main(["predict", str(good), "--model", str(tiny_onnx_model)]) == 0
+    assert capsys.readouterr().out.rstrip().endswith("[none of the 10 classes?]")
+    assert main(["predict", str(good), "--model", str(tiny_onnx_model), "--json"]) == 0
+    assert json.loads(capsys.readouterr().out)["in_distribution"] is False
+    monkeypatch.setattr(Prediction, "to_dict", lambda self: {**plain(self), "in_distribution": True})
+    assert main(["predict", str(good), "--model", str(tiny_onnx_model)]) == 0
+    assert "none of the 10 classes" not in capsys.readouterr().out
+
+
+def test_without_the_field_nothing_is_marked(tiny_onnx_model, tmp_path, capsys):
+    good, _, _ = _write_images(tmp_path)
+    assert main(["predict", str(good), "--model", str(tiny_onnx_model)]) == 0
+    assert "none of the 10 classes" not in capsys.readouterr().out

@@ -85,6 +85,20 @@ def png_claiming_size(width: int, height: int) -> bytes:
     return bytes(data)
 
 
+def chunked_upload(megabytes: int = 4) -> dict:
+    """Request arguments for a multipart body sent chunked: no Content-Length, so a limit must count as it arrives."""
+    boundary = "b0undary"
+    head = f'--{boundary}\r\nContent-Disposition: form-data; name="file"; filename="a.png"\r\n\r\n'.encode()
+
+    def body():
+        yield head
+        for _ in range(megabytes * 16):
+            yield b"\x00" * 65536
+        yield f"\r\n--{boundary}--\r\n".encode()
+
+    return {"content": body(), "headers": {"content-type": f"multipart/form-data; boundary={boundary}"}}
+
+
 def wait_ready(client: TestClient, timeout_s: float = 10.0) -> None:
     deadline = time.monotonic() + timeout_s
     while time.monotonic() < deadline:

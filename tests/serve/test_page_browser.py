@@ -1,8 +1,10 @@
-"""The page in headless Chromium (Playwright driving Debian's chromium): upload, bars, errors, raw JSON, no model."""
+"""The page in headless Chromium (Playwright driving Debian's chromium): upload, bars, errors, raw JSON, no model,
+the "Show why" heat map and the off-distribution banner."""
 
 from __future__ import annotations
 
 import base64
+import json
 import os
 from pathlib import Path
 
@@ -73,6 +75,8 @@ def test_upload_shows_the_class_the_bars_and_the_timing(browser, base_url, tmp_p
     assert widths == sorted(widths, reverse=True) and widths[0] > 0
     assert "inference" in page.text_content("#timing")
     assert page.is_visible("#preview")
+    assert page.is_hidden("#ood-banner")  # this server sends no in_distribution field: nothing is said
+    assert page.is_hidden("#explain-canvas")
     page.click("#raw summary")
     assert '"class_index"' in page.text_content("#raw-json")
     screenshot(page, tmp_path, "page-desktop")
@@ -145,3 +149,77 @@ def test_without_a_model_the_page_says_how_to_get_one(browser, monkeypatch, tmp_
         page.wait_for_selector("#error-banner:not([hidden])")
         assert "make bundled-model" in page.text_content("#error-banner")
         screenshot(page, tmp_path, "page-no-model")
+
+
+OOD_MESSAGE = (
+    "This doesn't look like any of the 10 classes: airplane, automobile, bird, cat, deer, dog, frog, horse, ship, "
+    "truck."
+)
+
+
+def canvas_alpha(page) -> list[int]:
+    return page.evaluate(
+        """() => {
+            const canvas = document.getElementById("explain-canvas");
+            const data = canvas.getContext("2d").getImageData(0, 0, canvas.width, canvas.height).data;
+            return Array.from(data).filter((_, i) => i % 4 === 3);
+        }"""
+    )
+
+
+def test_show_why_lays_the_heat_map_over_the_preview(browser, base_url, tmp_path):
+    page, errors = open_page(browser, base_url)
+    photo = images.jpeg((320, 240))
+    page.set_input_files("#file-input", files=[{"name": "p.jpg", "mimeType": "image/jpeg", "buffer": photo}])
+    page.wait_for_selector("#result:not([hidden])")
+    with page.expect_response("**/explain?*") as answer:
+        page.check("#explain-toggle")
+    explained = answer.value.json()
+    page.wait_for_selector("#explain-canvas:not([hidden])")
+    size = page.evaluate("() => { const c = document.getElementById('explain-canvas'); return [c.width, c.height]; }")
+    assert size == [explained["grid"], explained["grid"]]
+    # Each cell's opacity follows its value, so the drawn canvas is the server's map.
+    expected = [round(255 * 0.6 * value) for row in explained["heatmap"] for value in row]
+    assert canvas_alpha(page) == pytest.approx(expected, abs=1)
+    assert max(expected) > 0
+    canvas, preview = page.locator("#explain-canvas").bounding_box(), page.locator("#preview").bounding_box()
+    assert all(abs(canvas[key] - preview[key]) < 1.5 for key in ("x", "y", "width", "height"))
+    screenshot(page, tmp_path, "page-explain")
+    page.uncheck("#explain-toggle")
+    assert page.is_hidden("#explain-canvas")
+    # The toggle stays on for the next image, and the map redraws for it.
+    page.check("#explain-toggle")
+    page.wait_for_selector("#explain-canvas:not([hidden])")
+    with page.expect_response("**/explain?*"):
+        page.set_input_files(
+            "#file-input", files=[{"name": "t.png", "mimeType": "image/png", "buffer": images.tile_png(8)}]
+        )
+    page.wait_for_selector("#explain-canvas:not([hidden])")
+    assert page.text_content("#answer-class") in CLASSES
+    assert not errors, errors
+
+
+def test_an_off_distribution_answer_shows_the_banner_above_the_bars(browser, base_url, tmp_path):
+    page, errors = open_page(browser, base_url)
+    flags = {"in_distribution": False}
+
+    def add_the_field(route):
+        response = route.fetch()
+        body = {**response.json(), "in_distribution": flags["in_distribution"], "ood_score": 9.5}
+        route.fulfill(response=response, body=json.dumps(body))
+
+    page.route("**/predict?*", add_the_field)
+    tile = images.tile_png()
+    page.set_input_files("#file-input", files=[{"name": "t.png", "mimeType": "image/png", "buffer": tile}])
+    page.wait_for_selector("#ood-banner:not([hidden])")
+    assert page.text_content("#ood-banner").split() == OOD_MESSAGE.split()
+    assert page.locator("#bars .bar").count() == 5  # the answer is still shown
+    banner, bars = page.locator("#ood-banner").bounding_box(), page.locator("#bars").bounding_box()
+    assert banner["y"] + banner["height"] <= bars["y"]
+    screenshot(page, tmp_path, "page-off-distribution")
+    flags["in_distribution"] = True
+    with page.expect_response("**/predict?*"):
+        page.set_input_files("#file-input", files=[{"name": "u.png", "mimeType": "image/png", "buffer": tile}])
+    page.wait_for_selector("#result:not([hidden])")  # drawn from the second answer: it was hidden until then
+    assert page.get_attribute("#ood-banner", "hidden") is not None
+    assert not errors, errors

@@ -141,19 +141,7 @@ def test_an_upload_over_the_limit_is_413_from_content_length(client):
 
 def test_an_upload_over_the_limit_is_413_while_streaming(client):
     # Chunked transfer: no Content-Length, so the limit must be counted as the bytes arrive.
-    boundary = "b0undary"
-    head = f'--{boundary}\r\nContent-Disposition: form-data; name="file"; filename="a.png"\r\n\r\n'.encode()
-
-    def body():
-        yield head
-        for _ in range(64):
-            yield b"\x00" * 65536
-        yield f"\r\n--{boundary}--\r\n".encode()
-
-    response = client.post(
-        "/predict", content=body(), headers={"content-type": f"multipart/form-data; boundary={boundary}"}
-    )
-    assert_error(response, 413, "upload_too_large")
+    assert_error(client.post("/predict", **images.chunked_upload()), 413, "upload_too_large")
 
 
 @pytest.mark.parametrize(

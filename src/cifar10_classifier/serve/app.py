@@ -16,7 +16,7 @@ from cifar10_classifier.serve.context import ServerContext
 from cifar10_classifier.serve.errors import JSONBytesResponse, install_error_handlers
 from cifar10_classifier.serve.guard import RequestGuard
 from cifar10_classifier.serve.model import PredictorLike
-from cifar10_classifier.serve.routes import ops, page, predict, v2
+from cifar10_classifier.serve.routes import explain, ops, page, predict, v2
 from cifar10_classifier.serve.settings import Settings
 
 DESCRIPTION = """Classify images into the ten CIFAR-10 classes with an int8 ONNX model.
@@ -52,6 +52,7 @@ def create_app(settings: Settings | None = None, *, predictor: PredictorLike | N
     app.state.context = context
     install_error_handlers(app)
     app.include_router(predict.router)
+    app.include_router(explain.router)
     app.include_router(v2.router)
     app.include_router(ops.router)
     app.include_router(page.router)

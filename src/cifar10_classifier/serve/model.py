@@ -56,6 +56,16 @@ class ModelRunner:
         self.predictor = predictor
         self.decode_options = dataclasses.replace(predictor.decode_options, max_pixels=max_pixels)
 
+    def decode(self, data: bytes) -> np.ndarray:
+        """Upload bytes -> uint8 (32, 32, 3) within the server's pixel limit; every failure is an ImageDecodeError."""
+        try:
+            return decode_image(data, self.decode_options)
+        except ImageDecodeError:
+            raise
+        except Exception as error:  # a decoder bug on a hostile file must fail this upload only, as a corrupt image
+            log.warning("decoder failed on an upload: %r", error)
+            raise ImageDecodeError("corrupt", f"the image could not be decoded ({error!r})") from error
+
     def run_batch(self, items: list[BatchItem]) -> list[ItemResult | Exception]:
         results: list[ItemResult | Exception | None] = [None] * len(items)
         images: list[np.ndarray] = []
@@ -66,13 +76,9 @@ class ModelRunner:
             if isinstance(item, bytes):
                 started = time.perf_counter()
                 try:
-                    images.append(decode_image(item, self.decode_options))
+                    images.append(self.decode(item))
                 except ImageDecodeError as error:
                     results[index] = error  # fails this request only
-                    continue
-                except Exception as error:  # a decoder bug on a hostile file must not fail the whole batch
-                    log.warning("decoder failed on an upload: %r", error)
-                    results[index] = ImageDecodeError("corrupt", f"the image could not be decoded ({error!r})")
                     continue
                 image_slots.append((index, time.perf_counter() - started))
             else:

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from typing import Any
+from typing import Annotated, Any
 
 from pydantic import BaseModel, ConfigDict, Field
 
@@ -117,3 +117,25 @@ class V2InferResponse(BaseModel):
 def error_responses(*statuses: int) -> dict[int | str, dict[str, Any]]:
     """The `responses=` entries for a route's documented errors."""
     return {status: {"model": ErrorResponse} for status in statuses}
+
+
+class ExplanationTiming(BaseModel):
+    decode: float = Field(description="the image's decode and resize, ms")
+    inference: float = Field(description="the one ONNX Runtime call over the original and every masked copy, ms")
+    total: float = Field(description="from the request reaching the route to the answer, ms")
+
+
+class ExplanationResponse(BaseModel):
+    model_config = ConfigDict(populate_by_name=True, protected_namespaces=())
+
+    class_name: str = Field(alias="class")
+    class_index: int
+    probability: float
+    top_k: list[ClassProbability]
+    heatmap: list[list[Annotated[float, Field(ge=0.0, le=1.0)]]] = Field(
+        description="grid x grid, rows first (top row first), 0..1: how much hiding that cell lowers the predicted "
+        "class's probability, relative to the cell that lowers it most; all 0 when no cell lowers it"
+    )
+    grid: int = Field(description="cells per side: each cell covers 32/grid x 32/grid pixels of the 32x32 input")
+    model: ModelInfo
+    timing_ms: ExplanationTiming

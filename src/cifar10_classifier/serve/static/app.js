@@ -1,4 +1,5 @@
-// The page's behaviour: pick an image (drop, browse or paste), POST it to /predict, draw the answer.
+// The page's behaviour: pick an image (drop, browse or paste), POST it to /predict, draw the answer; "Show why"
+// POSTs the same file to /explain and lays its heat map over the preview.
 // Everything the server or the user supplies is put on the page with textContent, never parsed as HTML:
 // a file called "<img onerror=...>.png" is shown as text.
 "use strict";
@@ -53,6 +54,8 @@ function drawBars(topK) {
 }
 
 function drawPrediction(payload) {
+  // Only an explicit false: a model (or server) without an off-distribution score sends no field at all.
+  show($("ood-banner"), payload.in_distribution === false);
   $("answer-class").textContent = payload.class;
   $("answer-probability").textContent = `(${percent(payload.probability)})`;
   drawBars(payload.top_k);
@@ -65,6 +68,64 @@ function drawPrediction(payload) {
 }
 
 let previewUrl = null;
+let currentFile = null;
+// Bumped for every new image: an explanation that arrives after the user moved on is dropped, not drawn.
+let explainGeneration = 0;
+
+// Red (a little) to yellow (the most), as the server's PNG overlay; transparent where hiding changed nothing.
+function drawHeatmap(heatmap) {
+  const canvas = $("explain-canvas");
+  const rows = heatmap.length;
+  const columns = rows ? heatmap[0].length : 0;
+  canvas.width = columns;
+  canvas.height = rows;
+  const context = canvas.getContext("2d");
+  const pixels = context.createImageData(columns, rows);
+  heatmap.forEach((row, r) =>
+    row.forEach((value, c) => {
+      const v = Math.min(1, Math.max(0, Number(value) || 0));
+      const at = (r * columns + c) * 4;
+      pixels.data.set([255, Math.round(255 * v), 0, Math.round(255 * 0.6 * v)], at);
+    }),
+  );
+  context.putImageData(pixels, 0, 0);
+}
+
+function hideExplanation() {
+  show($("explain-canvas"), false);
+  show($("explain-hint"), false);
+}
+
+async function explain() {
+  const generation = explainGeneration;
+  const file = currentFile;
+  if (!file) return;
+  const form = new FormData();
+  form.append("file", file, file.name || "pasted-image");
+  $("explain-toggle").disabled = true;
+  try {
+    const response = await fetch(`/explain?top_k=${TOP_K}`, { method: "POST", body: form });
+    const payload = await response.json().catch(() => ({}));
+    if (generation !== explainGeneration || !$("explain-toggle").checked) return;
+    if (!response.ok) {
+      const error = payload.error || {};
+      showError(`${error.message || "the explanation failed"} (${error.code || response.status})`);
+      return;
+    }
+    drawHeatmap(payload.heatmap);
+    show($("explain-canvas"), true);
+    show($("explain-hint"), true);
+  } catch (error) {
+    if (generation === explainGeneration) showError(`Could not reach the server: ${error.message}`);
+  } finally {
+    if (generation === explainGeneration) $("explain-toggle").disabled = false;
+  }
+}
+
+function toggleExplanation() {
+  if ($("explain-toggle").checked) explain();
+  else hideExplanation();
+}
 
 function showPreview(file) {
   if (previewUrl) URL.revokeObjectURL(previewUrl);
@@ -80,6 +141,10 @@ function showPreview(file) {
 async function classify(file) {
   clearError();
   show($("result"), false);
+  explainGeneration += 1;
+  currentFile = file;
+  hideExplanation();
+  $("explain-toggle").disabled = false;
   showPreview(file);
   $("dropzone").classList.add("busy");
   const form = new FormData();
@@ -99,6 +164,7 @@ async function classify(file) {
       return;
     }
     drawPrediction(payload);
+    if ($("explain-toggle").checked) explain(); // the toggle stays on from one image to the next
   } catch (error) {
     showError(`Could not reach the server: ${error.message}`);
   } finally {
@@ -122,6 +188,7 @@ function wireInputs() {
     show($("preview"), false);
     dropzone.classList.remove("has-image");
   });
+  $("explain-toggle").addEventListener("change", toggleExplanation);
   input.addEventListener("change", () => {
     if (input.files.length) classify(input.files[0]);
     input.value = ""; // choosing the same file again still triggers a change
