@@ -9,6 +9,7 @@ from __future__ import annotations
 import asyncio
 import time
 from dataclasses import dataclass
+from typing import Any
 from urllib.parse import parse_qsl
 
 from fastapi import APIRouter, Request
@@ -29,7 +30,7 @@ FORMATS = ("json", "png")
 _UPLOAD_ERRORS = error_responses(400, 413, 415, 422, 429, 503, 504)
 
 
-def _openapi() -> dict:
+def _openapi() -> dict[str, Any]:
     extra = _multipart_body("file", many=False)
     extra["parameters"].append(
         {
@@ -45,13 +46,13 @@ def _openapi() -> dict:
 
 def format_of_request(request: Request) -> str:
     """`?format=json|png`, parsed by hand like `top_k` (see routes/predict.py), errors in the API's shape."""
-    query = request.scope.get("query_string") or b""
+    query: bytes = request.scope.get("query_string") or b""
     values = [value for key, value in parse_qsl(query.decode("latin-1"), keep_blank_values=True) if key == "format"]
     if not values:
         return "json"
     if values[-1] not in FORMATS:
         raise ApiError(422, "invalid_request", f"format must be one of {', '.join(FORMATS)}, not {values[-1]!r}")
-    return values[-1]
+    return str(values[-1])
 
 
 @dataclass(frozen=True, slots=True)
