@@ -51,6 +51,8 @@ def test_export_round_trip_matches_pytorch_and_embeds_the_card(exported):
     images = np.asarray(dataset.test.images_uint8[:20])
     with torch.no_grad():
         expected = inference_graph(model, card["tta_level"])(torch.from_numpy(normalize(images))).numpy()
+    # The exported logits are the network's divided by the temperature fitted on the fp32 file's own logits.
+    expected = expected / fp32.card["calibration"]["temperature"]
     np.testing.assert_allclose(fp32.logits(normalize(images)), expected, rtol=1e-4, atol=1e-4)
     embedded = json.loads({p.key: p.value for p in onnx.load(summary["fp32"]).metadata_props}[CARD_METADATA_KEY])
     assert embedded["classes"][0] == "airplane" and embedded["input"]["mean"] and embedded["tta_level"] == 1
@@ -62,7 +64,7 @@ def test_export_round_trip_matches_pytorch_and_embeds_the_card(exported):
 
 def test_int8_past_the_accuracy_limit_is_refused_and_nothing_written(trained_run, tmp_path, monkeypatch):
     import cifar10_classifier.data as data_module
-    import cifar10_classifier.export.graph as export_module
+    import cifar10_classifier.export.quantize as export_module
 
     run, dataset = trained_run
     monkeypatch.setattr(data_module, "load_dataset", lambda *a, **k: dataset)
@@ -107,3 +109,49 @@ def test_int8_graph_keeps_block_activations_in_uint8(exported):
     relu_inputs = [producers[node.input[0]].op_type for node in graph.node if node.op_type == "Relu"]
     assert "DequantizeLinear" not in relu_inputs, relu_inputs
     assert sum(node.op_type == "Conv" for node in graph.node) > 1
+
+
+def test_both_files_bake_the_temperature_and_add_the_ood_output(exported):
+    import onnxruntime as ort
+
+    from cifar10_classifier.calibration import mahalanobis_score, softmax
+
+    run, dataset, summary = exported
+    model, card = load_weights(run)
+    images = normalize(np.asarray(dataset.test.images_uint8[:30]))
+    with torch.no_grad():
+        torch_logits, torch_features = inference_graph(model, card["tta_level"], with_features=True)(
+            torch.from_numpy(images)
+        )
+    for path in (summary["fp32"], summary["int8"]):
+        session = ort.InferenceSession(path, providers=["CPUExecutionProvider"])
+        assert [output.name for output in session.get_outputs()] == ["logits", "ood_score"]
+        predictor = Predictor(path)
+        calibration, ood = predictor.card["calibration"], predictor.card["ood"]
+        assert calibration["bins"] == 15 and "training images" in calibration["fit_on"]
+        assert 0 <= calibration["ece_after"] <= 1 and 0 <= calibration["ece_before"] <= 1
+        assert ood["detector"] == "mahalanobis" and ood["keep_rate_target"] == 0.95 and predictor.has_ood
+        assert ood["threshold"] > 0 and 0 <= ood["test_kept"] <= 1
+        if path == summary["fp32"]:
+            # Probabilities of the exported model are softmax(logits / T) of the torch model.
+            expected = softmax(torch_logits.numpy() / calibration["temperature"])
+            np.testing.assert_allclose(predictor.probabilities(images), expected, rtol=1e-3, atol=1e-4)
+            # The in-graph Mahalanobis score equals the numpy reference on the torch model's features.
+            weights = {init.name: onnx.numpy_helper.to_array(init) for init in onnx.load(path).graph.initializer}
+            whitened_means = -weights["ood_means_t2"].T / 2
+            reference = mahalanobis_score(torch_features.numpy(), weights["ood_whiten"], whitened_means)
+            _, scores = predictor.logits_and_ood(images)
+            np.testing.assert_allclose(scores, reference, rtol=1e-3, atol=1e-3 * reference.mean())
+
+
+def test_predictions_carry_the_ood_fields_when_the_model_has_a_detector(exported, tiny_onnx_model):
+    from support import png_bytes
+
+    _, dataset, summary = exported
+    data = png_bytes(np.asarray(dataset.test.images_uint8[0]))
+    body = Predictor(summary["int8"]).predict_bytes(data).to_dict()
+    assert isinstance(body["in_distribution"], bool) and isinstance(body["ood_score"], float)
+    plain = Predictor(tiny_onnx_model)
+    assert not plain.has_ood
+    body = plain.predict_bytes(data).to_dict()
+    assert body["in_distribution"] is None and body["ood_score"] is None
