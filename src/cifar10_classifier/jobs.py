@@ -39,6 +39,8 @@ class TrainJob:
 
 def run_training_job(job: TrainJob, dist: DistributedContext | None = None) -> dict:
     """Train, save weights + card, and (rank 0) evaluate on the test split and write the report."""
+    import numpy as np
+
     from cifar10_classifier.data import load_dataset
     from cifar10_classifier.evaluation.metrics import evaluate_model
     from cifar10_classifier.models.weights import save_weights
@@ -59,6 +61,10 @@ def run_training_job(job: TrainJob, dist: DistributedContext | None = None) -> d
         return result
     save_weights(model, run, card)
     if job.evaluate:
+        from cifar10_classifier.calibration import held_out_for_calibration
+
+        train_labels = np.asarray(dataset.train.labels)
+        held_out, fit_on = held_out_for_calibration(train_labels, job.recipe.val_fraction, job.recipe.seed)
         metrics = evaluate_model(
             model,
             dataset.test.images_uint8,
@@ -69,11 +75,16 @@ def run_training_job(job: TrainJob, dist: DistributedContext | None = None) -> d
             card,
             bf16=loop.precision_for(job.recipe, loop.choose_device()).bf16,
             batch_size=job.recipe.eval_batch_size,
+            held_out=(np.asarray(dataset.train.images_uint8)[held_out], train_labels[held_out], fit_on),
         )
         card["accuracy"] = {
             "test": metrics["test_accuracy"],
             "test_tta": metrics["test_accuracy_tta"],
             "tta_level": job.recipe.tta_level,
+        }
+        # The PyTorch model's own temperature and test ECE; each exported file fits its own (export_run).
+        card["calibration"] = {
+            key: metrics["calibration"][key] for key in ("temperature", "fit_on", "ece_before", "ece_after", "bins")
         }
         card["train_and_eval_seconds"] = round(time.perf_counter() - started, 1)
         save_weights(model, run, card)
@@ -101,6 +112,8 @@ class EvaluateJob:
 
 
 def run_evaluation_job(job: EvaluateJob) -> dict:
+    import numpy as np
+
     from cifar10_classifier.data import load_dataset
     from cifar10_classifier.evaluation.metrics import evaluate_model
     from cifar10_classifier.models.weights import load_weights
@@ -115,6 +128,12 @@ def run_evaluation_job(job: EvaluateJob) -> dict:
     batch_size = run.recipe_value("eval_batch_size", DEFAULT_EVAL_BATCH_SIZE)
     tta_level = card.get("tta_level", 0) if job.tta_level is None else job.tta_level
     out = RunFolder(job.out_dir) if job.out_dir else run
+    from cifar10_classifier.calibration import held_out_for_calibration
+
+    train_labels = np.asarray(dataset.train.labels)
+    held_out, fit_on = held_out_for_calibration(
+        train_labels, run.recipe_value("val_fraction", 0.0), run.recipe_value("seed", 0)
+    )
     metrics = evaluate_model(
         model,
         dataset.test.images_uint8,
@@ -124,6 +143,7 @@ def run_evaluation_job(job: EvaluateJob) -> dict:
         run.read_history(),
         card,
         batch_size=batch_size,
+        held_out=(np.asarray(dataset.train.images_uint8)[held_out], train_labels[held_out], fit_on),
     )
     metrics["report"] = str(out.report)
     return metrics
