@@ -155,3 +155,17 @@ def test_predictions_carry_the_ood_fields_when_the_model_has_a_detector(exported
     assert not plain.has_ood
     body = plain.predict_bytes(data).to_dict()
     assert body["in_distribution"] is None and body["ood_score"] is None
+
+
+def test_bundled_model_card_text_states_calibration_and_the_ood_threshold(exported):
+    import importlib.util
+
+    script = Path(__file__).resolve().parents[1] / "scripts" / "build_bundled_model.py"
+    spec = importlib.util.spec_from_file_location("build_bundled_model", script)
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    card = json.loads(Path(exported[2]["int8"]).with_suffix(".json").read_text())
+    text = module.model_card_markdown(card)
+    assert f"T = {card['calibration']['temperature']:.3f}" in text and "Expected calibration error" in text
+    assert f"<= {card['ood']['threshold']:.6g}" in text and "in_distribution" in text
+    assert module.HOLD_OUT_FRACTION * 50_000 == 2000
