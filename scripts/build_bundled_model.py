@@ -70,9 +70,9 @@ def _calibration_and_ood_lines(card: dict) -> list[str]:
         lines.append(
             f"- Off-distribution flag: output `{ood['output']}` is the {ood['score']}. A prediction is "
             f"`in_distribution` when it is <= {ood['threshold']:.6g}, the threshold that keeps "
-            f"{ood['keep_rate_target']:.0%} of {ood['threshold_fit_on']}; class means and covariance from "
-            f"{ood['means_fit_on']}. It keeps {ood['test_kept']:.1%} of the test images; false-positive rates on "
-            "off-distribution sets are in bench/results/ood.md."
+            f"{ood['keep_rate_target']:.0%} of {ood['threshold_fit_on']}. It keeps {ood['test_kept']:.1%} of the "
+            "test images; the detector comparison and false-positive rates on off-distribution sets are in "
+            "bench/results/ood.md."
         )
     return lines
 

@@ -114,34 +114,31 @@ def test_int8_graph_keeps_block_activations_in_uint8(exported):
 def test_both_files_bake_the_temperature_and_add_the_ood_output(exported):
     import onnxruntime as ort
 
-    from cifar10_classifier.calibration import mahalanobis_score, softmax
+    from cifar10_classifier.calibration import energy_score, softmax
 
     run, dataset, summary = exported
     model, card = load_weights(run)
     images = normalize(np.asarray(dataset.test.images_uint8[:30]))
     with torch.no_grad():
-        torch_logits, torch_features = inference_graph(model, card["tta_level"], with_features=True)(
-            torch.from_numpy(images)
-        )
+        torch_logits = inference_graph(model, card["tta_level"])(torch.from_numpy(images)).numpy()
     for path in (summary["fp32"], summary["int8"]):
         session = ort.InferenceSession(path, providers=["CPUExecutionProvider"])
         assert [output.name for output in session.get_outputs()] == ["logits", "ood_score"]
         predictor = Predictor(path)
         calibration, ood = predictor.card["calibration"], predictor.card["ood"]
         assert calibration["bins"] == 15 and "training images" in calibration["fit_on"]
+        assert calibration["held_out_split"] == {"val_fraction": 0.0, "seed": 0}
         assert 0 <= calibration["ece_after"] <= 1 and 0 <= calibration["ece_before"] <= 1
-        assert ood["detector"] == "mahalanobis" and ood["keep_rate_target"] == 0.95 and predictor.has_ood
-        assert ood["threshold"] > 0 and 0 <= ood["test_kept"] <= 1
+        assert ood["detector"] == "energy" and ood["keep_rate_target"] == 0.95 and predictor.has_ood
+        assert 0 <= ood["test_kept"] <= 1 and "threshold" in ood
+        logits, scores = predictor.logits_and_ood(images)
+        # The in-graph score is the numpy energy of the file's own (calibrated) logits.
+        np.testing.assert_allclose(scores, energy_score(logits), rtol=1e-4, atol=1e-4)
         if path == summary["fp32"]:
             # Probabilities of the exported model are softmax(logits / T) of the torch model.
-            expected = softmax(torch_logits.numpy() / calibration["temperature"])
+            expected = softmax(torch_logits / calibration["temperature"])
             np.testing.assert_allclose(predictor.probabilities(images), expected, rtol=1e-3, atol=1e-4)
-            # The in-graph Mahalanobis score equals the numpy reference on the torch model's features.
-            weights = {init.name: onnx.numpy_helper.to_array(init) for init in onnx.load(path).graph.initializer}
-            whitened_means = -weights["ood_means_t2"].T / 2
-            reference = mahalanobis_score(torch_features.numpy(), weights["ood_whiten"], whitened_means)
-            _, scores = predictor.logits_and_ood(images)
-            np.testing.assert_allclose(scores, reference, rtol=1e-3, atol=1e-3 * reference.mean())
+            np.testing.assert_allclose(scores, energy_score(torch_logits / calibration["temperature"]), atol=1e-3)
 
 
 def test_predictions_carry_the_ood_fields_when_the_model_has_a_detector(exported, tiny_onnx_model):

@@ -177,11 +177,11 @@ def export_run(
     dataset = load_dataset(data_source or card.get("data", {}).get("source"), cache_dir=cache_dir)
     out_dir = Path(config.out_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
-    # The stage graph has the penultimate features as a second output; each file's temperature and detector are
-    # fitted on its own outputs and baked in (export.served_outputs), which replaces that output by ood_score.
-    graph = inference_graph(model, tta_level, with_features=True)
+    # Each file's temperature and off-distribution threshold are fitted on its own logits and baked in
+    # (export.served_outputs): the int8 file's on the int8 candidate, whose logits are what gets served.
+    graph = inference_graph(model, tta_level)
     export_card = {**card, "tta_level": tta_level, "source_run": str(run.path), "exported": time.strftime("%Y-%m-%d")}
-    fit_images = _fit_images(run, dataset, config.seed)
+    fit_images = _fit_images(run, dataset)
 
     fp32_path, int8_path = out_dir / FP32_NAME, out_dir / INT8_NAME
     export_onnx(graph, fp32_path, {**export_card, "format": "onnx-fp32"})
@@ -248,31 +248,24 @@ def export_run(
     }
 
 
-def _fit_images(run: RunFolder, dataset, seed: int, means_count: int = 5000):
+def _fit_images(run: RunFolder, dataset):
     """Training images only, normalised: the held-out ones (the run's validation split, or a labelled draw when
-    it held none out) for T and the threshold, and a class-balanced draw of the others for the class means."""
+    it held none out) for T and the threshold; and the test split, to report on."""
     import numpy as np
 
     from cifar10_classifier.calibration import held_out_for_calibration
-    from cifar10_classifier.data import stratified_split
     from cifar10_classifier.export.served_outputs import FitImages
     from cifar10_classifier.preprocess import normalize
 
     train_labels = np.asarray(dataset.train.labels)
-    held_out, description = held_out_for_calibration(
-        train_labels, run.recipe_value("val_fraction", 0.0), run.recipe_value("seed", 0)
-    )
-    rest = np.setdiff1d(np.arange(len(train_labels)), held_out)
-    _, drawn = stratified_split(train_labels[rest], min(0.99, means_count / len(rest)), seed)
-    means = rest[drawn]
+    split = {"val_fraction": run.recipe_value("val_fraction", 0.0), "seed": run.recipe_value("seed", 0)}
+    held_out, description = held_out_for_calibration(train_labels, split["val_fraction"], split["seed"])
     images = np.asarray(dataset.train.images_uint8)
     return FitImages(
         held_out=normalize(images[held_out]),
         held_out_labels=train_labels[held_out],
         held_out_description=description,
-        means=normalize(images[means]),
-        means_labels=train_labels[means],
-        means_description=f"{len(means)} training images (class-balanced, none of the held-out ones)",
+        held_out_split=split,
         test=normalize(np.asarray(dataset.test.images_uint8)),
         test_labels=np.asarray(dataset.test.labels),
     )
