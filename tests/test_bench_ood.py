@@ -56,8 +56,9 @@ def test_ood_bench_runs_on_an_exported_tiny_model(trained_run, tmp_path, monkeyp
         }
     )
     assert set(result["candidates"]) == expected
-    assert result["served_check"]["detector"] == "energy"
-    assert result["served_check"]["max_abs_diff_vs_numpy_energy"] < 1e-3
+    assert result["served_check"]["detector"] == "feature_norm"
+    if tta_level == 0:  # with TTA the graph's features are averaged over views: the bench has no numpy twin
+        assert result["served_check"]["max_abs_diff_vs_numpy"] < 1e-3
     assert len(result["candidates"]["energy"]["sets"]) == 7 and result["best_measured"] in expected
     assert all(0 <= entry["fpr"] <= 1 for entry in result["candidates"]["energy"]["sets"].values())
     assert set(result["ood_output_cost"]) == {"batch_1", "batch_256"}

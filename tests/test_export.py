@@ -114,13 +114,15 @@ def test_int8_graph_keeps_block_activations_in_uint8(exported):
 def test_both_files_bake_the_temperature_and_add_the_ood_output(exported):
     import onnxruntime as ort
 
-    from cifar10_classifier.calibration import energy_score, softmax
+    from cifar10_classifier.calibration import feature_norm_score, softmax
 
     run, dataset, summary = exported
     model, card = load_weights(run)
     images = normalize(np.asarray(dataset.test.images_uint8[:30]))
     with torch.no_grad():
-        torch_logits = inference_graph(model, card["tta_level"])(torch.from_numpy(images)).numpy()
+        torch_logits, torch_features = inference_graph(model, card["tta_level"], with_features=True)(
+            torch.from_numpy(images)
+        )
     for path in (summary["fp32"], summary["int8"]):
         session = ort.InferenceSession(path, providers=["CPUExecutionProvider"])
         assert [output.name for output in session.get_outputs()] == ["logits", "ood_score"]
@@ -129,16 +131,42 @@ def test_both_files_bake_the_temperature_and_add_the_ood_output(exported):
         assert calibration["bins"] == 15 and "training images" in calibration["fit_on"]
         assert calibration["held_out_split"] == {"val_fraction": 0.0, "seed": 0}
         assert 0 <= calibration["ece_after"] <= 1 and 0 <= calibration["ece_before"] <= 1
-        assert ood["detector"] == "energy" and ood["keep_rate_target"] == 0.95 and predictor.has_ood
-        assert 0 <= ood["test_kept"] <= 1 and "threshold" in ood
-        logits, scores = predictor.logits_and_ood(images)
-        # The in-graph score is the numpy energy of the file's own (calibrated) logits.
-        np.testing.assert_allclose(scores, energy_score(logits), rtol=1e-4, atol=1e-4)
+        assert ood["detector"] == "feature_norm" and ood["keep_rate_target"] == 0.95 and predictor.has_ood
+        assert ood["threshold"] < 0 and 0 <= ood["test_kept"] <= 1
         if path == summary["fp32"]:
             # Probabilities of the exported model are softmax(logits / T) of the torch model.
-            expected = softmax(torch_logits / calibration["temperature"])
+            expected = softmax(torch_logits.numpy() / calibration["temperature"])
             np.testing.assert_allclose(predictor.probabilities(images), expected, rtol=1e-3, atol=1e-4)
-            np.testing.assert_allclose(scores, energy_score(torch_logits / calibration["temperature"]), atol=1e-3)
+            # The in-graph score is the numpy score of the torch model's penultimate features.
+            _, scores = predictor.logits_and_ood(images)
+            np.testing.assert_allclose(scores, feature_norm_score(torch_features.numpy()), rtol=1e-4)
+
+
+def test_a_network_without_features_gets_the_energy_score(tmp_path):
+    from support import build_tiny_onnx, tiny_dataset
+
+    from cifar10_classifier.calibration import energy_score
+    from cifar10_classifier.export.served_outputs import FitImages, bake_outputs, fit_served_outputs
+
+    dataset = tiny_dataset(per_class_train=5, per_class_test=3)
+    path = build_tiny_onnx(tmp_path / "plain.onnx")
+    images = FitImages(
+        held_out=normalize(dataset.train.images_uint8),
+        held_out_labels=dataset.train.labels,
+        held_out_description="50 training images",
+        held_out_split={"val_fraction": 0.0, "seed": 0},
+        test=normalize(dataset.test.images_uint8),
+        test_labels=dataset.test.labels,
+    )
+    fitted = fit_served_outputs(path, images)
+    assert fitted["ood"]["detector"] == "energy"
+    raw = Predictor(path).logits(images.test)
+    bake_outputs(path, {**fitted})
+    predictor = Predictor(path)
+    predictor.ood_threshold = fitted["ood"]["threshold"]  # the card is written by export_run, not here
+    logits, scores = predictor.logits_and_ood(images.test)
+    np.testing.assert_allclose(logits, raw / fitted["temperature"], rtol=1e-5, atol=1e-6)
+    np.testing.assert_allclose(scores, energy_score(logits), rtol=1e-4, atol=1e-4)
 
 
 def test_predictions_carry_the_ood_fields_when_the_model_has_a_detector(exported, tiny_onnx_model):

@@ -3,8 +3,9 @@
 - Temperature scaling: one T > 0 that minimises the NLL of softmax(logits / T) on held-out images.
 - Expected calibration error: 15 equal-width confidence bins, |accuracy - confidence| weighted by bin share.
 - Off-distribution scores, higher = more off-distribution: max softmax probability (as 1 - MSP), energy
-  (-logsumexp of the calibrated logits) and the Mahalanobis distance of the penultimate features to the nearest
-  class mean under one shared covariance. The threshold keeps a chosen share (95%) of held-out images.
+  (-logsumexp of the calibrated logits), minus the norm of the penultimate features, and the Mahalanobis distance
+  of those features to the nearest class mean under one shared covariance. The threshold keeps a chosen share
+  (95%) of held-out images.
 """
 
 from __future__ import annotations
@@ -83,6 +84,11 @@ def energy_score(logits: np.ndarray) -> np.ndarray:
     logits = np.asarray(logits, np.float64)
     top = logits.max(axis=1)
     return -(top + np.log(np.exp(logits - top[:, None]).sum(axis=1)))
+
+
+def feature_norm_score(features: np.ndarray) -> np.ndarray:
+    """Minus the L2 norm of the penultimate features: images of no class excite few max-pooled channels."""
+    return -np.linalg.norm(np.asarray(features, np.float64), axis=1)
 
 
 def fit_mahalanobis(features: np.ndarray, labels: np.ndarray, shrinkage: float = 1e-3) -> dict:

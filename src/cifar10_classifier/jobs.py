@@ -177,9 +177,10 @@ def export_run(
     dataset = load_dataset(data_source or card.get("data", {}).get("source"), cache_dir=cache_dir)
     out_dir = Path(config.out_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
-    # Each file's temperature and off-distribution threshold are fitted on its own logits and baked in
-    # (export.served_outputs): the int8 file's on the int8 candidate, whose logits are what gets served.
-    graph = inference_graph(model, tta_level)
+    # The stage graph has the penultimate features as a second output; each file's temperature and detector are
+    # fitted on its own outputs and baked in (export.served_outputs): the int8 file's on the int8 candidate, whose
+    # outputs are what gets served.
+    graph = inference_graph(model, tta_level, with_features=True)
     export_card = {**card, "tta_level": tta_level, "source_run": str(run.path), "exported": time.strftime("%Y-%m-%d")}
     fit_images = _fit_images(run, dataset)
 
