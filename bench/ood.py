@@ -3,8 +3,9 @@
     python bench/ood.py [--model src/cifar10_classifier/bundled/model-int8.onnx] [--data ../shared/datasets/...]
 
 Candidates, each with the convention higher = more off-distribution: 1 - max softmax probability (MSP), energy
-(-logsumexp of the calibrated logits) and the Mahalanobis distance of the penultimate features to the nearest
-class mean (shared covariance). Each gets its threshold at 95% kept on the held-out training images the export
+(-logsumexp of the calibrated logits), the Mahalanobis distance of the penultimate features to the nearest class
+mean (shared covariance; raw, and on L2-normalised features) and minus the features' L2 norm (what the export
+serves). Each gets its threshold at 95% kept on the held-out training images the export
 used (the card says which; never test images), then is reported on the CIFAR-10 test split (share kept, tile
 accuracy) and on off-distribution sets: uniform and Gaussian noise, flat colours, colour gradients, test images
 with their 4x4 or 8x8 pixel patches shuffled, and crops of the photos in matplotlib's sample data (a portrait, a
