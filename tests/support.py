@@ -37,8 +37,10 @@ def color_tile(class_index: int, size: int = 32) -> np.ndarray:
     return np.broadcast_to(color, (size, size, 3)).astype(np.uint8).copy()
 
 
-def build_tiny_onnx(path: Path, card: dict | None = None) -> Path:
-    """A 1-layer ONNX classifier (global average pool -> linear) built with onnx.helper, no torch needed."""
+def build_tiny_onnx(path: Path, card: dict | None = None, ood_threshold: float | None = None) -> Path:
+    """A 1-layer ONNX classifier (global average pool -> linear) built with onnx.helper, no torch needed. With
+    ood_threshold it has an "ood_score" output too (the squared norm of the pooled colour) and the threshold in its
+    card, as an exported model with an off-distribution detector has."""
     import onnx
     from onnx import TensorProto, helper, numpy_helper
 
@@ -50,16 +52,27 @@ def build_tiny_onnx(path: Path, card: dict | None = None) -> Path:
         helper.make_node("Flatten", ["pooled"], ["flat"]),
         helper.make_node("Gemm", ["flat", "weight", "bias"], ["logits"]),
     ]
+    outputs = [helper.make_tensor_value_info("logits", TensorProto.FLOAT, ["batch", len(CLASSES)])]
+    initializers = [numpy_helper.from_array(weight, "weight"), numpy_helper.from_array(bias, "bias")]
+    if ood_threshold is not None:
+        nodes += [
+            helper.make_node("Mul", ["flat", "flat"], ["squared"]),
+            helper.make_node("ReduceSum", ["squared", "axis"], ["ood_score"], keepdims=0),
+        ]
+        initializers.append(numpy_helper.from_array(np.array([1], np.int64), "axis"))
+        outputs.append(helper.make_tensor_value_info("ood_score", TensorProto.FLOAT, ["batch"]))
     graph = helper.make_graph(
         nodes,
         "tiny",
         [helper.make_tensor_value_info("input", TensorProto.FLOAT, ["batch", 3, 32, 32])],
-        [helper.make_tensor_value_info("logits", TensorProto.FLOAT, ["batch", len(CLASSES)])],
-        initializer=[numpy_helper.from_array(weight, "weight"), numpy_helper.from_array(bias, "bias")],
+        outputs,
+        initializer=initializers,
     )
     model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)])
     model.ir_version = 8
     card = card or {"name": "tiny-test-model", "version": "0", "classes": list(CLASSES)}
+    if ood_threshold is not None:
+        card = {**card, "ood": {"detector": "squared norm (test model)", "threshold": ood_threshold}}
     helper.set_model_props(model, {"cifar10_card": json.dumps(card)})
     onnx.save(model, str(path))
     return path

@@ -37,6 +37,7 @@ def test_training_run_writes_every_result_file(trained_run):
         "curves.png",
         "confusion.png",
         "mistakes.png",
+        "calibration.png",
         "report.md",
         "model.safetensors",
         "model.json",
@@ -52,6 +53,26 @@ def test_training_run_writes_every_result_file(trained_run):
     assert "confusion.png" in report and "| cat |" in report
     card = json.loads((run / "model.json").read_text())
     assert card["accuracy"]["test_tta"] == metrics["test_accuracy_tta"]
+    # The tiny recipe holds nothing out, so T is fitted on training images and the card says so.
+    calibration = metrics["calibration"]
+    assert calibration["bins"] == 15 and calibration["temperature"] > 0
+    assert 0 <= calibration["ece_after"] <= 1 and 0 <= calibration["ece_before"] <= 1
+    assert "held none out" in calibration["fit_on"] and card["calibration"]["fit_on"] == calibration["fit_on"]
+    assert card["calibration"]["ece_after"] == calibration["ece_after"]
+    assert "## Calibration" in report and "calibration.png" in report
+
+
+def test_calibrate_fits_on_held_out_logits_and_reports_on_test():
+    from cifar10_classifier.evaluation.metrics import calibrate
+
+    rng = np.random.default_rng(0)
+    logits = rng.normal(size=(4000, 10)) * 2
+    labels = np.array([rng.choice(10, p=row) for row in np.exp(logits) / np.exp(logits).sum(1, keepdims=True)])
+    # Over-confident by 3x: the fit on the first half brings the ECE on the second half down.
+    entry, (before, after) = calibrate(logits[:2000] * 3, labels[:2000], logits[2000:] * 3, labels[2000:])
+    assert entry["temperature"] == pytest.approx(3, rel=0.1) and entry["held_out_images"] == 2000
+    assert entry["ece_after"] < entry["ece_before"] / 2
+    assert before["counts"].sum() == after["counts"].sum() == 2000
 
 
 def test_evaluate_cli_on_a_run(trained_run, tmp_path, monkeypatch):

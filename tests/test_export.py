@@ -51,6 +51,8 @@ def test_export_round_trip_matches_pytorch_and_embeds_the_card(exported):
     images = np.asarray(dataset.test.images_uint8[:20])
     with torch.no_grad():
         expected = inference_graph(model, card["tta_level"])(torch.from_numpy(normalize(images))).numpy()
+    # The exported logits are the network's divided by the temperature fitted on the fp32 file's own logits.
+    expected = expected / fp32.card["calibration"]["temperature"]
     np.testing.assert_allclose(fp32.logits(normalize(images)), expected, rtol=1e-4, atol=1e-4)
     embedded = json.loads({p.key: p.value for p in onnx.load(summary["fp32"]).metadata_props}[CARD_METADATA_KEY])
     assert embedded["classes"][0] == "airplane" and embedded["input"]["mean"] and embedded["tta_level"] == 1
@@ -62,7 +64,7 @@ def test_export_round_trip_matches_pytorch_and_embeds_the_card(exported):
 
 def test_int8_past_the_accuracy_limit_is_refused_and_nothing_written(trained_run, tmp_path, monkeypatch):
     import cifar10_classifier.data as data_module
-    import cifar10_classifier.export.graph as export_module
+    import cifar10_classifier.export.quantize as export_module
 
     run, dataset = trained_run
     monkeypatch.setattr(data_module, "load_dataset", lambda *a, **k: dataset)
@@ -107,3 +109,88 @@ def test_int8_graph_keeps_block_activations_in_uint8(exported):
     relu_inputs = [producers[node.input[0]].op_type for node in graph.node if node.op_type == "Relu"]
     assert "DequantizeLinear" not in relu_inputs, relu_inputs
     assert sum(node.op_type == "Conv" for node in graph.node) > 1
+
+
+def test_both_files_bake_the_temperature_and_add_the_ood_output(exported):
+    import onnxruntime as ort
+
+    from cifar10_classifier.calibration import feature_norm_score, softmax
+
+    run, dataset, summary = exported
+    model, card = load_weights(run)
+    images = normalize(np.asarray(dataset.test.images_uint8[:30]))
+    with torch.no_grad():
+        torch_logits, torch_features = inference_graph(model, card["tta_level"], with_features=True)(
+            torch.from_numpy(images)
+        )
+    for path in (summary["fp32"], summary["int8"]):
+        session = ort.InferenceSession(path, providers=["CPUExecutionProvider"])
+        assert [output.name for output in session.get_outputs()] == ["logits", "ood_score"]
+        predictor = Predictor(path)
+        calibration, ood = predictor.card["calibration"], predictor.card["ood"]
+        assert calibration["bins"] == 15 and "training images" in calibration["fit_on"]
+        assert calibration["held_out_split"] == {"val_fraction": 0.0, "seed": 0}
+        assert 0 <= calibration["ece_after"] <= 1 and 0 <= calibration["ece_before"] <= 1
+        assert ood["detector"] == "feature_norm" and ood["keep_rate_target"] == 0.95 and predictor.has_ood
+        assert ood["threshold"] < 0 and 0 <= ood["test_kept"] <= 1
+        if path == summary["fp32"]:
+            # Probabilities of the exported model are softmax(logits / T) of the torch model.
+            expected = softmax(torch_logits.numpy() / calibration["temperature"])
+            np.testing.assert_allclose(predictor.probabilities(images), expected, rtol=1e-3, atol=1e-4)
+            # The in-graph score is the numpy score of the torch model's penultimate features.
+            _, scores = predictor.logits_and_ood(images)
+            np.testing.assert_allclose(scores, feature_norm_score(torch_features.numpy()), rtol=1e-4)
+
+
+def test_a_network_without_features_gets_the_energy_score(tmp_path):
+    from support import build_tiny_onnx, tiny_dataset
+
+    from cifar10_classifier.calibration import energy_score
+    from cifar10_classifier.export.served_outputs import FitImages, bake_outputs, fit_served_outputs
+
+    dataset = tiny_dataset(per_class_train=5, per_class_test=3)
+    path = build_tiny_onnx(tmp_path / "plain.onnx")
+    images = FitImages(
+        held_out=normalize(dataset.train.images_uint8),
+        held_out_labels=dataset.train.labels,
+        held_out_description="50 training images",
+        held_out_split={"val_fraction": 0.0, "seed": 0},
+        test=normalize(dataset.test.images_uint8),
+        test_labels=dataset.test.labels,
+    )
+    fitted = fit_served_outputs(path, images)
+    assert fitted["ood"]["detector"] == "energy"
+    raw = Predictor(path).logits(images.test)
+    bake_outputs(path, {**fitted})
+    predictor = Predictor(path)
+    predictor.ood_threshold = fitted["ood"]["threshold"]  # the card is written by export_run, not here
+    logits, scores = predictor.logits_and_ood(images.test)
+    np.testing.assert_allclose(logits, raw / fitted["temperature"], rtol=1e-5, atol=1e-6)
+    np.testing.assert_allclose(scores, energy_score(logits), rtol=1e-4, atol=1e-4)
+
+
+def test_predictions_carry_the_ood_fields_when_the_model_has_a_detector(exported, tiny_onnx_model):
+    from support import png_bytes
+
+    _, dataset, summary = exported
+    data = png_bytes(np.asarray(dataset.test.images_uint8[0]))
+    body = Predictor(summary["int8"]).predict_bytes(data).to_dict()
+    assert isinstance(body["in_distribution"], bool) and isinstance(body["ood_score"], float)
+    plain = Predictor(tiny_onnx_model)
+    assert not plain.has_ood
+    body = plain.predict_bytes(data).to_dict()
+    assert body["in_distribution"] is None and body["ood_score"] is None
+
+
+def test_bundled_model_card_text_states_calibration_and_the_ood_threshold(exported):
+    import importlib.util
+
+    script = Path(__file__).resolve().parents[1] / "scripts" / "build_bundled_model.py"
+    spec = importlib.util.spec_from_file_location("build_bundled_model", script)
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    card = json.loads(Path(exported[2]["int8"]).with_suffix(".json").read_text())
+    text = module.model_card_markdown(card)
+    assert f"T = {card['calibration']['temperature']:.3f}" in text and "Expected calibration error" in text
+    assert f"<= {card['ood']['threshold']:.6g}" in text and "in_distribution" in text
+    assert module.HOLD_OUT_FRACTION * 50_000 == 2000

@@ -1,7 +1,12 @@
 """A Predictor over an exported ONNX model, with ONNX Runtime. No torch: this is the serving path.
 
-The model takes float32 (N, 3, 32, 32) normalised images and returns logits (N, 10). Its card (classes,
-normalisation, resize filter, accuracy) is read from the ONNX metadata, or from the JSON file beside it.
+The model takes float32 (N, 3, 32, 32) normalised images and returns logits (N, 10), already divided by the
+temperature the export fitted (so their softmax is a calibrated probability). A model exported with an
+off-distribution detector has a second output "ood_score" (N,), higher = more off-distribution, and its card's
+"ood" entry holds the threshold: a score at or below it is in distribution. Models without that output (older
+files, hand-built ones) still work: their predictions carry in_distribution and ood_score as None (JSON null).
+Its card (classes, normalisation, resize filter, accuracy) is read from the ONNX metadata, or from the JSON
+file beside it.
 """
 
 from __future__ import annotations
@@ -26,6 +31,7 @@ from cifar10_classifier.preprocess import (
 )
 
 CARD_METADATA_KEY = "cifar10_card"
+OOD_OUTPUT = "ood_score"
 BUNDLED_MODEL_NAME = "model-int8.onnx"
 # Said by `predict` and by the server (on /readyz, /predict and the page) when no model file exists.
 NO_BUNDLED_MODEL = "no model is bundled yet: run make bundled-model or pass --model"
@@ -50,6 +56,8 @@ class Prediction:
     class_index: int
     probability: float
     top_k: list[tuple[str, float]] = field(default_factory=list)
+    in_distribution: bool | None = None  # None: the model has no off-distribution detector
+    ood_score: float | None = None  # higher = more off-distribution
 
     def to_dict(self) -> dict:
         return {
@@ -57,6 +65,8 @@ class Prediction:
             "class_index": self.class_index,
             "probability": self.probability,
             "top_k": [{"class": name, "probability": p} for name, p in self.top_k],
+            "in_distribution": self.in_distribution,
+            "ood_score": self.ood_score,
         }
 
 
@@ -66,8 +76,15 @@ def softmax(logits: np.ndarray) -> np.ndarray:
     return exp / exp.sum(axis=1, keepdims=True)
 
 
-def top_k_of(probabilities: np.ndarray, classes: tuple[str, ...], k: int) -> Prediction:
-    """One row of probabilities -> a Prediction with the k most likely classes."""
+def top_k_of(
+    probabilities: np.ndarray,
+    classes: tuple[str, ...],
+    k: int,
+    ood_score: float | None = None,
+    ood_threshold: float | None = None,
+) -> Prediction:
+    """One row of probabilities -> a Prediction with the k most likely classes (and, given a score and the
+    threshold, whether the image looks like any of them)."""
     k = max(1, min(int(k), len(classes)))
     order = np.argsort(-probabilities, kind="stable")[:k]
     best = int(order[0])
@@ -76,7 +93,15 @@ def top_k_of(probabilities: np.ndarray, classes: tuple[str, ...], k: int) -> Pre
         class_index=best,
         probability=float(probabilities[best]),
         top_k=[(classes[int(i)], float(probabilities[int(i)])) for i in order],
+        **ood_fields(ood_score, ood_threshold),
     )
+
+
+def ood_fields(ood_score: float | None, ood_threshold: float | None) -> dict:
+    """-> {"in_distribution", "ood_score"}, both None without a detector."""
+    if ood_score is None or ood_threshold is None:
+        return {"in_distribution": None, "ood_score": None}
+    return {"in_distribution": bool(ood_score <= ood_threshold), "ood_score": float(ood_score)}
 
 
 def default_threads(workers: int = 1) -> int:
@@ -107,7 +132,13 @@ class Predictor:
         except Exception as error:
             raise ModelLoadError(f"{self.model_path}: not a loadable ONNX model ({error}); re-export it") from error
         self.input_name = self.session.get_inputs()[0].name
+        self.output_names = [output.name for output in self.session.get_outputs()]
         self.card = self._read_card()
+        threshold = (self.card.get("ood") or {}).get("threshold")
+        # Both the output and its threshold, or neither: a score without a threshold means nothing.
+        self.ood_threshold: float | None = (
+            float(threshold) if threshold is not None and OOD_OUTPUT in self.output_names else None
+        )
         self.classes: tuple[str, ...] = tuple(self.card.get("classes", CLASSES))
         normalisation = self.card.get("input", {})
         self.mean = tuple(normalisation.get("mean", MEAN_RGB))
@@ -131,12 +162,26 @@ class Predictor:
     def version(self) -> str:
         return str(self.card.get("version", "unknown"))
 
+    @property
+    def has_ood(self) -> bool:
+        return self.ood_threshold is not None
+
     def logits(self, inputs_float32: np.ndarray) -> np.ndarray:
         """float32 (N, 3, 32, 32) normalised -> logits (N, 10)."""
-        return self.session.run(None, {self.input_name: np.ascontiguousarray(inputs_float32, np.float32)})[0]
+        return self.logits_and_ood(inputs_float32)[0]
+
+    def logits_and_ood(self, inputs_float32: np.ndarray) -> tuple[np.ndarray, np.ndarray | None]:
+        """-> (logits (N, 10), ood scores (N,) or None without a detector): one ONNX Runtime call."""
+        names = [self.output_names[0], OOD_OUTPUT] if self.has_ood else [self.output_names[0]]
+        outputs = self.session.run(names, {self.input_name: np.ascontiguousarray(inputs_float32, np.float32)})
+        return outputs[0], (outputs[1] if self.has_ood else None)
 
     def probabilities(self, inputs_float32: np.ndarray) -> np.ndarray:
         return softmax(self.logits(inputs_float32))
+
+    def probabilities_and_ood(self, inputs_float32: np.ndarray) -> tuple[np.ndarray, np.ndarray | None]:
+        logits, ood_scores = self.logits_and_ood(inputs_float32)
+        return softmax(logits), ood_scores
 
     def normalize(self, images_uint8: np.ndarray) -> np.ndarray:
         return normalize(images_uint8, self.mean, self.std)
@@ -150,5 +195,6 @@ class Predictor:
         return decode_image(data, self.decode_options)
 
     def predict_bytes(self, data: bytes, top_k: int = 3) -> Prediction:
-        probabilities = self.predict_images(self.decode(data)[None])[0]
-        return top_k_of(probabilities, self.classes, top_k)
+        probabilities, ood_scores = self.probabilities_and_ood(self.normalize(self.decode(data)[None]))
+        ood_score = None if ood_scores is None else float(ood_scores[0])
+        return top_k_of(probabilities[0], self.classes, top_k, ood_score, self.ood_threshold)

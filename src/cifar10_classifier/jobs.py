@@ -39,6 +39,8 @@ class TrainJob:
 
 def run_training_job(job: TrainJob, dist: DistributedContext | None = None) -> dict:
     """Train, save weights + card, and (rank 0) evaluate on the test split and write the report."""
+    import numpy as np
+
     from cifar10_classifier.data import load_dataset
     from cifar10_classifier.evaluation.metrics import evaluate_model
     from cifar10_classifier.models.weights import save_weights
@@ -59,6 +61,10 @@ def run_training_job(job: TrainJob, dist: DistributedContext | None = None) -> d
         return result
     save_weights(model, run, card)
     if job.evaluate:
+        from cifar10_classifier.calibration import held_out_for_calibration
+
+        train_labels = np.asarray(dataset.train.labels)
+        held_out, fit_on = held_out_for_calibration(train_labels, job.recipe.val_fraction, job.recipe.seed)
         metrics = evaluate_model(
             model,
             dataset.test.images_uint8,
@@ -69,11 +75,16 @@ def run_training_job(job: TrainJob, dist: DistributedContext | None = None) -> d
             card,
             bf16=loop.precision_for(job.recipe, loop.choose_device()).bf16,
             batch_size=job.recipe.eval_batch_size,
+            held_out=(np.asarray(dataset.train.images_uint8)[held_out], train_labels[held_out], fit_on),
         )
         card["accuracy"] = {
             "test": metrics["test_accuracy"],
             "test_tta": metrics["test_accuracy_tta"],
             "tta_level": job.recipe.tta_level,
+        }
+        # The PyTorch model's own temperature and test ECE; each exported file fits its own (export_run).
+        card["calibration"] = {
+            key: metrics["calibration"][key] for key in ("temperature", "fit_on", "ece_before", "ece_after", "bins")
         }
         card["train_and_eval_seconds"] = round(time.perf_counter() - started, 1)
         save_weights(model, run, card)
@@ -101,6 +112,8 @@ class EvaluateJob:
 
 
 def run_evaluation_job(job: EvaluateJob) -> dict:
+    import numpy as np
+
     from cifar10_classifier.data import load_dataset
     from cifar10_classifier.evaluation.metrics import evaluate_model
     from cifar10_classifier.models.weights import load_weights
@@ -115,6 +128,12 @@ def run_evaluation_job(job: EvaluateJob) -> dict:
     batch_size = run.recipe_value("eval_batch_size", DEFAULT_EVAL_BATCH_SIZE)
     tta_level = card.get("tta_level", 0) if job.tta_level is None else job.tta_level
     out = RunFolder(job.out_dir) if job.out_dir else run
+    from cifar10_classifier.calibration import held_out_for_calibration
+
+    train_labels = np.asarray(dataset.train.labels)
+    held_out, fit_on = held_out_for_calibration(
+        train_labels, run.recipe_value("val_fraction", 0.0), run.recipe_value("seed", 0)
+    )
     metrics = evaluate_model(
         model,
         dataset.test.images_uint8,
@@ -124,6 +143,7 @@ def run_evaluation_job(job: EvaluateJob) -> dict:
         run.read_history(),
         card,
         batch_size=batch_size,
+        held_out=(np.asarray(dataset.train.images_uint8)[held_out], train_labels[held_out], fit_on),
     )
     metrics["report"] = str(out.report)
     return metrics
@@ -147,6 +167,7 @@ def export_run(
     from cifar10_classifier.data import load_dataset, stratified_split
     from cifar10_classifier.export.graph import ExportError, embed_card, export_onnx, inference_graph
     from cifar10_classifier.export.quantize import QUANTIZED_OP_TYPES, onnx_accuracy, quantize_int8
+    from cifar10_classifier.export.served_outputs import bake_outputs, fit_served_outputs
     from cifar10_classifier.models.weights import load_weights
     from cifar10_classifier.preprocess import normalize
 
@@ -156,14 +177,16 @@ def export_run(
     dataset = load_dataset(data_source or card.get("data", {}).get("source"), cache_dir=cache_dir)
     out_dir = Path(config.out_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
-    graph = inference_graph(model, tta_level)
+    # The stage graph has the penultimate features as a second output; each file's temperature and detector are
+    # fitted on its own outputs and baked in (export.served_outputs): the int8 file's on the int8 candidate, whose
+    # outputs are what gets served.
+    graph = inference_graph(model, tta_level, with_features=True)
     export_card = {**card, "tta_level": tta_level, "source_run": str(run.path), "exported": time.strftime("%Y-%m-%d")}
+    fit_images = _fit_images(run, dataset)
 
     fp32_path, int8_path = out_dir / FP32_NAME, out_dir / INT8_NAME
     export_onnx(graph, fp32_path, {**export_card, "format": "onnx-fp32"})
     test_images, test_labels = np.asarray(dataset.test.images_uint8), np.asarray(dataset.test.labels)
-    fp32_accuracy = onnx_accuracy(fp32_path, test_images, test_labels)
-    log(f"fp32 ONNX test accuracy {fp32_accuracy:.4f}")
 
     # Calibrate on training images only (a seeded, class-balanced draw), never on test images.
     _, calibration_indices = stratified_split(
@@ -186,6 +209,14 @@ def export_run(
     with tempfile.TemporaryDirectory(dir=out_dir, prefix=".export-") as work:
         candidate = Path(work) / INT8_NAME
         quantize_int8(fp32_path, candidate, calibration, config, Path(work))
+        fp32_fitted = fit_served_outputs(fp32_path, fit_images)
+        bake_outputs(fp32_path, fp32_fitted)
+        fp32_accuracy = onnx_accuracy(fp32_path, test_images, test_labels)
+        log(f"fp32 ONNX test accuracy {fp32_accuracy:.4f}")
+        int8_fitted = fit_served_outputs(candidate, fit_images)
+        bake_outputs(candidate, int8_fitted)
+        _log_fitted(log, "int8", int8_fitted)
+        int8_card.update({key: int8_fitted[key] for key in ("calibration", "ood") if key in int8_fitted})
         int8_accuracy = onnx_accuracy(candidate, test_images, test_labels)
         log(f"int8 ONNX test accuracy {int8_accuracy:.4f} ({(int8_accuracy - fp32_accuracy) * 100:+.2f} points)")
         drop = fp32_accuracy - int8_accuracy
@@ -202,6 +233,7 @@ def export_run(
         **export_card,
         "format": "onnx-fp32",
         "accuracy": {**card.get("accuracy", {}), "onnx_fp32": fp32_accuracy},
+        **{key: fp32_fitted[key] for key in ("calibration", "ood") if key in fp32_fitted},
     }
     embed_card(fp32_path, fp32_card)
     atomic_write_text(fp32_path.with_suffix(".json"), json.dumps(fp32_card, indent=2))
@@ -212,4 +244,40 @@ def export_run(
         "fp32_accuracy": fp32_accuracy,
         "int8_accuracy": int8_accuracy,
         "tta_level": tta_level,
+        "calibration": int8_card.get("calibration"),
+        "ood": int8_card.get("ood"),
     }
+
+
+def _fit_images(run: RunFolder, dataset):
+    """Training images only, normalised: the held-out ones (the run's validation split, or a labelled draw when
+    it held none out) for T and the threshold; and the test split, to report on."""
+    import numpy as np
+
+    from cifar10_classifier.calibration import held_out_for_calibration
+    from cifar10_classifier.export.served_outputs import FitImages
+    from cifar10_classifier.preprocess import normalize
+
+    train_labels = np.asarray(dataset.train.labels)
+    split = {"val_fraction": run.recipe_value("val_fraction", 0.0), "seed": run.recipe_value("seed", 0)}
+    held_out, description = held_out_for_calibration(train_labels, split["val_fraction"], split["seed"])
+    images = np.asarray(dataset.train.images_uint8)
+    return FitImages(
+        held_out=normalize(images[held_out]),
+        held_out_labels=train_labels[held_out],
+        held_out_description=description,
+        held_out_split=split,
+        test=normalize(np.asarray(dataset.test.images_uint8)),
+        test_labels=np.asarray(dataset.test.labels),
+    )
+
+
+def _log_fitted(log, name: str, fitted: dict) -> None:
+    calibration = fitted["calibration"]
+    line = (
+        f"{name}: temperature {calibration['temperature']:.3f}, test ECE {calibration['ece_before']:.2%} -> "
+        f"{calibration['ece_after']:.2%}"
+    )
+    if "ood" in fitted:
+        line += f"; ood threshold {fitted['ood']['threshold']:.4g} keeps {fitted['ood']['test_kept']:.1%} of test"
+    log(line)

@@ -23,7 +23,17 @@ def test_predict_answers_the_documented_shape(client):
     response = client.post("/predict", files=upload(images.tile_png()))
     assert response.status_code == 200
     body = response.json()
-    assert set(body) == {"class", "class_index", "probability", "top_k", "model", "timing_ms"}
+    assert set(body) == {
+        "class",
+        "class_index",
+        "probability",
+        "top_k",
+        "in_distribution",
+        "ood_score",
+        "model",
+        "timing_ms",
+    }
+    assert body["in_distribution"] is None and body["ood_score"] is None  # the tiny model has no detector
     assert body["class"] == CLASSES[body["class_index"]]
     assert len(body["top_k"]) == 3
     assert body["top_k"][0] == {"class": body["class"], "probability": body["probability"]}
@@ -212,3 +222,34 @@ def test_the_server_stays_up_after_bad_input(client):
     for data in (b"", b"junk", images.truncated_jpeg(), images.png_claiming_size(50_000, 50_000)):
         client.post("/predict", files=upload(data))
     assert client.post("/predict", files=upload(images.tile_png())).status_code == 200
+
+
+@pytest.fixture(scope="module")
+def ood_client(tmp_path_factory):
+    """A model with an "ood_score" output and its threshold in the card: the squared norm of the mean colour."""
+    model = images.build_tiny_onnx(tmp_path_factory.mktemp("ood-model") / "tiny-ood.onnx", ood_threshold=1.0)
+    with serving(Settings(model=model)) as client:
+        yield client, model
+
+
+def test_predict_and_batch_carry_the_off_distribution_fields(ood_client):
+    from cifar10_classifier.inference import Predictor
+
+    client, model = ood_client
+    predictor = Predictor(model)
+    tiles = [images.tile_png(i) for i in range(10)]
+    expected = [predictor.predict_bytes(data).to_dict() for data in tiles]
+    assert {item["in_distribution"] for item in expected} == {True, False}  # the threshold splits the tiles
+    for data, want in zip(tiles, expected, strict=True):
+        body = client.post("/predict", files=upload(data)).json()
+        assert body["in_distribution"] is want["in_distribution"]
+        assert body["ood_score"] == pytest.approx(want["ood_score"], rel=1e-5)
+        assert body["in_distribution"] is (body["ood_score"] <= 1.0)
+    files = [("files", (f"{i}.png", data, "image/png")) for i, data in enumerate(tiles)] + [
+        ("files", ("bad.txt", b"not an image", "text/plain"))
+    ]
+    results = client.post("/predict/batch", files=files).json()["results"]
+    for result, want in zip(results, expected, strict=False):
+        assert result["in_distribution"] is want["in_distribution"]
+        assert result["ood_score"] == pytest.approx(want["ood_score"], rel=1e-5)
+    assert "in_distribution" not in results[-1] and "error" in results[-1]

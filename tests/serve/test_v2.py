@@ -94,3 +94,31 @@ def test_not_json_is_400_and_a_wrong_content_type_is_415(client):
     assert response.status_code == 400 and response.json()["error"]["code"] == "invalid_json"
     response = client.post("/v2/models/cifar10/infer", content=b"x", headers={"content-type": "text/csv"})
     assert response.status_code == 415
+
+
+def test_a_model_with_a_detector_answers_ood_score_and_in_distribution(tmp_path):
+    from serve_support import serving
+
+    from cifar10_classifier.serve.settings import Settings
+
+    model = images.build_tiny_onnx(tmp_path / "tiny-ood.onnx", ood_threshold=1.0)
+    predictor = Predictor(model)
+    pixels = np.stack([images.color_tile(index) for index in range(10)])  # (10, 32, 32, 3)
+    _, scores = predictor.probabilities_and_ood(predictor.normalize(pixels))
+    with serving(Settings(model=model)) as client:
+        meta = client.get("/v2/models/cifar10").json()
+        assert [output["name"] for output in meta["outputs"]] == ["probabilities", "ood_score", "in_distribution"]
+        assert meta["outputs"][2] == {"name": "in_distribution", "datatype": "BOOL", "shape": [-1]}
+        body = client.post("/v2/models/cifar10/infer", json=infer_body(pixels, "UINT8")).json()
+        outputs = {output["name"]: output for output in body["outputs"]}
+        assert list(outputs) == ["probabilities", "ood_score", "in_distribution"]
+        assert outputs["ood_score"]["datatype"] == "FP32" and outputs["ood_score"]["shape"] == [10]
+        np.testing.assert_allclose(outputs["ood_score"]["data"], scores, rtol=1e-5)
+        assert outputs["in_distribution"]["datatype"] == "BOOL" and outputs["in_distribution"]["shape"] == [10]
+        assert outputs["in_distribution"]["data"] == (scores <= 1.0).tolist()
+        assert len(set(outputs["in_distribution"]["data"])) == 2
+        # A request may pick its outputs.
+        picked = client.post(
+            "/v2/models/cifar10/infer", json=infer_body(pixels, "UINT8", outputs=[{"name": "in_distribution"}])
+        ).json()
+        assert [output["name"] for output in picked["outputs"]] == ["in_distribution"]

@@ -109,6 +109,25 @@ def most_confident_mistakes(logits: np.ndarray, labels: np.ndarray, count: int =
     return wrong[np.argsort(-confidence)][:count].tolist()
 
 
+def calibrate(
+    held_out_logits: np.ndarray, held_out_labels: np.ndarray, test_logits: np.ndarray, test_labels: np.ndarray
+) -> tuple[dict, tuple[dict, dict]]:
+    """T fitted on the held-out logits only; the test split reported on -> (the metrics entry, the reliability
+    tables before and after)."""
+    from cifar10_classifier import calibration as cal
+
+    temperature = cal.fit_temperature(held_out_logits, held_out_labels)
+    before, after = cal.softmax(test_logits), cal.softmax(test_logits / temperature)
+    entry = {
+        "temperature": temperature,
+        "ece_before": cal.expected_calibration_error(before, test_labels),
+        "ece_after": cal.expected_calibration_error(after, test_labels),
+        "bins": cal.ECE_BINS,
+        "held_out_images": len(held_out_labels),
+    }
+    return entry, (cal.reliability_bins(before, test_labels), cal.reliability_bins(after, test_labels))
+
+
 def evaluate_model(
     model,
     test_images_uint8: np.ndarray,
@@ -119,8 +138,12 @@ def evaluate_model(
     card: dict | None = None,
     bf16: bool = False,
     batch_size: int = DEFAULT_EVAL_BATCH_SIZE,
+    held_out: tuple[np.ndarray, np.ndarray, str] | None = None,
 ) -> dict:
-    """Evaluate on the test split and write metrics.json, curves.png, confusion.png, mistakes.png, report.md."""
+    """Evaluate on the test split and write metrics.json, curves.png, confusion.png, mistakes.png, report.md.
+
+    With held_out (training images uint8, their labels, what they are) it also fits the temperature on them and
+    reports the test ECE before and after in metrics.json, report.md and calibration.png."""
     from cifar10_classifier.evaluation import plots
     from cifar10_classifier.evaluation.report import write_report
 
@@ -134,12 +157,20 @@ def evaluate_model(
     metrics["test_accuracy"] = metrics["test"]["accuracy"]
     metrics["test_accuracy_tta"] = metrics.get("test_tta", metrics["test"])["accuracy"]
     metrics["tta_level"] = tta_level
+    reliability = None
+    if held_out is not None:
+        held_images = normalised_tensor(held_out[0], device, channels_last=True)
+        held_logits = predict_logits(model, held_images, tta_level, batch_size, bf16)
+        metrics["calibration"], reliability = calibrate(held_logits, np.asarray(held_out[1]), final_logits, labels)
+        metrics["calibration"]["fit_on"] = held_out[2]
     run = RunFolder(out_dir)
     run.write_metrics(metrics)
     headline = metrics.get("test_tta", metrics["test"])
     if history:
         plots.plot_curves(history, run.curves_plot)
     plots.plot_confusion(np.asarray(headline["confusion_matrix"]), run.confusion_plot)
+    if reliability is not None:
+        plots.plot_reliability(*reliability, run.calibration_plot)
     mistakes = most_confident_mistakes(final_logits, labels)
     probabilities = F.softmax(torch.from_numpy(final_logits), dim=1).numpy()
     plots.plot_mistakes(

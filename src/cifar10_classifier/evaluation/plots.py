@@ -1,4 +1,5 @@
-"""Figures a person looks at: training curves, the confusion matrix, the most confident mistakes."""
+"""Figures a person looks at: training curves, the confusion matrix, the reliability diagram, the most confident
+mistakes."""
 
 from __future__ import annotations
 
@@ -69,4 +70,22 @@ def plot_mistakes(images_uint8: np.ndarray, labels: np.ndarray, probabilities: n
             fontsize=8,
         )
     figure.suptitle("Most confident mistakes")
+    _save(figure, path)
+
+
+def plot_reliability(before: dict, after: dict, path: Path) -> None:
+    """Accuracy against confidence per equal-width bin, before and after temperature scaling, with the diagonal
+    (perfect calibration). `before`/`after` are calibration.reliability_bins tables."""
+    bins = len(before["counts"])
+    centres = (np.arange(bins) + 0.5) / bins
+    figure, axis = plt.subplots(figsize=(5.5, 5))
+    axis.plot([0, 1], [0, 1], "k--", lw=1, label="perfect calibration")
+    for table, style, label in ((before, "o-", "before (T = 1)"), (after, "s-", "after temperature scaling")):
+        filled = table["counts"] > 0
+        axis.plot(table["confidence"][filled], table["accuracy"][filled], style, label=label)
+    axis.bar(centres, before["counts"] / max(1, before["counts"].sum()), width=1 / bins, alpha=0.15, color="gray")
+    axis.set(xlim=(0, 1), ylim=(0, 1), xlabel="confidence (max probability)", ylabel="accuracy")
+    axis.set_title(f"Reliability on the test split ({bins} bins; bars: share of images, before)")
+    axis.grid(alpha=0.3)
+    axis.legend(loc="upper left")
     _save(figure, path)

@@ -40,6 +40,7 @@ def write_report(run: RunFolder, metrics: dict, history: list[dict], card: dict)
         "",
         "![confusion matrix](confusion.png)",
         "",
+        *_calibration_lines(metrics),
         "## Most confident mistakes",
         "",
         "![most confident mistakes](mistakes.png)",
@@ -60,3 +61,24 @@ def write_report(run: RunFolder, metrics: dict, history: list[dict], card: dict)
                 f"{val_acc} | {row['lr']:.3g} | {row['images_per_second']:,.0f} |"
             )
     atomic_write_text(run.report, "\n".join(lines) + "\n")
+
+
+def _calibration_lines(metrics: dict) -> list[str]:
+    calibration = metrics.get("calibration")
+    if not calibration:
+        return []
+    return [
+        "## Calibration",
+        "",
+        f"One temperature T = {calibration['temperature']:.3f}, fitted by minimising the NLL on "
+        f"{calibration.get('fit_on', 'held-out training images')}; never on test images. Expected calibration "
+        f"error on the test split ({calibration['bins']} equal-width confidence bins):",
+        "",
+        "| | ECE |",
+        "|---|---|",
+        f"| before (T = 1) | {calibration['ece_before']:.2%} |",
+        f"| after (T = {calibration['temperature']:.3f}) | {calibration['ece_after']:.2%} |",
+        "",
+        "![reliability diagram](calibration.png)",
+        "",
+    ]

@@ -36,14 +36,24 @@ class ExportConfig:
     seed: int = 0
 
 
+def has_features(model: nn.Module) -> bool:
+    """An inference form with `features` (the penultimate vector) and a bias-free linear `head` on it: its TTA
+    average can be taken on the features (the head is linear), and the off-distribution score reads them."""
+    head = getattr(model, "head", None)
+    return callable(getattr(model, "features", None)) and isinstance(head, nn.Linear) and head.bias is None
+
+
 class TTAWrapper(nn.Module):
-    """The model with its test-time augmentation views averaged inside the graph."""
+    """The model with its test-time augmentation views averaged inside the graph. With `with_features` it also
+    returns the penultimate features (B, D), averaged over the same views: (logits, features)."""
 
-    def __init__(self, model: nn.Module, tta_level: int):
+    def __init__(self, model: nn.Module, tta_level: int, with_features: bool = False):
         super().__init__()
-        self.model, self.tta_level = model, tta_level
+        self.model, self.tta_level, self.with_features = model, tta_level, with_features
 
-    def forward(self, x: torch.Tensor) -> torch.Tensor:  # (B, 3, 32, 32) -> (B, 10)
+    def forward(self, x: torch.Tensor):  # (B, 3, 32, 32) -> (B, 10), or ((B, 10), (B, D)) with features
+        if self.with_features:
+            return self._forward_with_features(x)
         views = tta_views(x, self.tta_level)
         if len(views) == 1:
             return self.model(x)
@@ -53,21 +63,35 @@ class TTAWrapper(nn.Module):
         weights = torch.tensor([w for _, w in views], dtype=logits.dtype).reshape(-1, 1, 1)  # constants in graph
         return (logits * weights).sum(0)
 
+    def _forward_with_features(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        views = tta_views(x, self.tta_level)
+        if len(views) == 1:
+            features = self.model.features(x)
+        else:
+            stacked = torch.cat([view for view, _ in views])
+            per_view = self.model.features(stacked).reshape(len(views), x.size(0), -1)
+            weights = torch.tensor([w for _, w in views], dtype=per_view.dtype).reshape(-1, 1, 1)
+            features = (per_view * weights).sum(0)  # the head is linear and bias-free: same logits as before
+        return self.model.head(features), features
 
-def inference_graph(model: nn.Module, tta_level: int) -> nn.Module:
+
+def inference_graph(model: nn.Module, tta_level: int, with_features: bool = False) -> nn.Module:
     """The model as it will be exported: the network's own inference form (BN folded where that helps int8
-    fusion), with TTA inside."""
+    fusion), with TTA inside; with_features adds the penultimate features as a second output where the network
+    has them (see has_features)."""
     model = copy.deepcopy(model).float().eval().to(memory_format=torch.contiguous_format)
     try:
         inference_form = model.inference_form()
     except ValueError as error:
         raise ExportError(f"this model cannot be exported: {error}") from error
-    return TTAWrapper(inference_form, tta_level).eval()
+    return TTAWrapper(inference_form, tta_level, with_features and has_features(inference_form)).eval()
 
 
 def export_onnx(module: nn.Module, path: Path, card: dict) -> None:
+    """The module to ONNX: output "logits", and "features" when the module returns them too."""
     import onnx
 
+    output_names = ["logits", "features"] if getattr(module, "with_features", False) else ["logits"]
     example = torch.zeros(1, 3, 32, 32)
     with atomic_path(path) as temp_path, torch.no_grad(), warnings.catch_warnings():
         # The TorchScript exporter is deprecated but needs no extra packages; its warnings are noise here.
@@ -77,8 +101,8 @@ def export_onnx(module: nn.Module, path: Path, card: dict) -> None:
             (example,),
             str(temp_path),
             input_names=["input"],
-            output_names=["logits"],
-            dynamic_axes={"input": {0: "batch"}, "logits": {0: "batch"}},
+            output_names=output_names,
+            dynamic_axes={"input": {0: "batch"}, **{name: {0: "batch"} for name in output_names}},
             opset_version=OPSET,
             dynamo=False,
         )

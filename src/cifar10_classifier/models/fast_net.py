@@ -146,9 +146,12 @@ class FoldedFastNet(nn.Module):
         self.head = nn.Linear(model.head.in_features, model.head.out_features, bias=False)
         self.head.weight.data = model.head.weight.data * model.config.logit_scale
 
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
+    def features(self, x: torch.Tensor) -> torch.Tensor:  # (B, 3, H, W) -> (B, w3): what the head sees
         x = self.blocks(self.act(self.whiten(x)))
-        return self.head(torch.amax(x, dim=(2, 3)))
+        return torch.amax(x, dim=(2, 3))
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.head(self.features(x))
 
 
 @register_model("fast-net", FastNetConfig)

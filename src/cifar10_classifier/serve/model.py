@@ -42,6 +42,7 @@ class ItemResult:
     decode_s: float
     inference_s: float
     batch_size: int
+    ood_scores: np.ndarray | None = None  # (n,), higher = more off-distribution; None without a detector
 
 
 # A batch item: image bytes to decode (in the batch thread, off the event loop), or a ready float32 tensor
@@ -91,14 +92,23 @@ class ModelRunner:
         if not parts:
             return results  # type: ignore[return-value]
         started = time.perf_counter()
-        probabilities = self.predictor.probabilities(np.concatenate(parts) if len(parts) > 1 else parts[0])
+        inputs = np.concatenate(parts) if len(parts) > 1 else parts[0]
+        # A predictor with an off-distribution detector gives both in one call; test doubles give probabilities.
+        with_ood = getattr(self.predictor, "probabilities_and_ood", None)
+        probabilities, ood = with_ood(inputs) if with_ood else (self.predictor.probabilities(inputs), None)
         inference_s = time.perf_counter() - started
         rows = len(probabilities)
+
+        def share(start: int, stop: int) -> np.ndarray | None:
+            return None if ood is None else ood[start:stop]
+
         for row, (index, decode_s) in enumerate(image_slots):
-            results[index] = ItemResult(probabilities[row : row + 1], decode_s, inference_s, rows)
+            results[index] = ItemResult(probabilities[row : row + 1], decode_s, inference_s, rows, share(row, row + 1))
         row = len(image_slots)
         for index, tensor in zip(tensor_slots, tensors, strict=True):
-            results[index] = ItemResult(probabilities[row : row + len(tensor)], 0.0, inference_s, rows)
+            results[index] = ItemResult(
+                probabilities[row : row + len(tensor)], 0.0, inference_s, rows, share(row, row + len(tensor))
+            )
             row += len(tensor)
         return results  # type: ignore[return-value]
 

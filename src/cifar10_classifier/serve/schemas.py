@@ -44,6 +44,12 @@ class PredictionResponse(BaseModel):
     class_index: int
     probability: float
     top_k: list[ClassProbability]
+    in_distribution: bool | None = Field(
+        None,
+        description="false: the image looks like none of the 10 classes (its ood_score is above the threshold in "
+        "the model card); null when the model has no off-distribution detector",
+    )
+    ood_score: float | None = Field(None, description="higher = more off-distribution; null without a detector")
     model: ModelInfo
     timing_ms: Timing
 
@@ -55,6 +61,12 @@ class BatchItem(BaseModel):
     class_index: int | None = None
     probability: float | None = None
     top_k: list[ClassProbability] | None = None
+    in_distribution: bool | None = Field(
+        None,
+        description="false: the image looks like none of the 10 classes (its ood_score is above the threshold in "
+        "the model card); null when the model has no off-distribution detector",
+    )
+    ood_score: float | None = Field(None, description="higher = more off-distribution; null without a detector")
     timing_ms: ItemTiming | None = None
     error: ErrorDetail | None = None
 

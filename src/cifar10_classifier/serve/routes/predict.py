@@ -71,7 +71,9 @@ def _ms(seconds: float) -> float:
 
 
 def _prediction(result: ItemResult, predictor: PredictorLike, top_k: int) -> dict:
-    body = top_k_of(result.probabilities[0], predictor.classes, top_k).to_dict()
+    ood_score = None if result.ood_scores is None else float(result.ood_scores[0])
+    threshold = getattr(predictor, "ood_threshold", None)
+    body = top_k_of(result.probabilities[0], predictor.classes, top_k, ood_score, threshold).to_dict()
     body["timing_ms"] = {"decode": _ms(result.decode_s), "inference": _ms(result.inference_s)}
     return body
 

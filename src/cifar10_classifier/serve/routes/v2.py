@@ -2,7 +2,10 @@
 
 `POST /v2/models/{name}/infer` takes one input tensor: FP32 `[N, 3, 32, 32]` already normalised with the model's
 mean and std, or UINT8 `[N, 32, 32, 3]` raw pixels that the server normalises. It answers the softmax
-probabilities as FP32 `[N, 10]`, output "probabilities". Tensors go through the same micro-batcher as uploads.
+probabilities as FP32 `[N, 10]`, output "probabilities"; a model with an off-distribution detector also answers
+"ood_score" FP32 `[N]` (higher = more off-distribution) and "in_distribution" BOOL `[N]` (the score at or below
+the model card's threshold). A request's "outputs" list picks among them. Tensors go through the same
+micro-batcher as uploads.
 """
 
 from __future__ import annotations
@@ -33,6 +36,8 @@ router = APIRouter(prefix="/v2", tags=["open inference protocol v2"])
 SERVER_NAME = "cifar10-classifier"
 MODEL_ALIAS = "cifar10"  # a stable name that survives model versions; the card's name works too
 OUTPUT_NAME = "probabilities"
+OOD_SCORE_OUTPUT = "ood_score"
+IN_DISTRIBUTION_OUTPUT = "in_distribution"
 _SHAPES = {"FP32": (3, IMAGE_SIZE, IMAGE_SIZE), "UINT8": (IMAGE_SIZE, IMAGE_SIZE, 3)}
 
 _INFER_BODY = {
@@ -79,12 +84,21 @@ def _model(context: ServerContext, name: str) -> PredictorLike:
     return predictor
 
 
+def output_names(predictor: PredictorLike) -> list[str]:
+    """The outputs this model answers: the off-distribution pair only where the model has a detector."""
+    has_ood = getattr(predictor, "ood_threshold", None) is not None
+    return [OUTPUT_NAME, OOD_SCORE_OUTPUT, IN_DISTRIBUTION_OUTPUT] if has_ood else [OUTPUT_NAME]
+
+
 def _invalid(message: str) -> ApiError:
     return ApiError(422, "invalid_tensor", message)
 
 
-def parse_infer_request(body: bytes, predictor: PredictorLike, max_images: int) -> tuple[np.ndarray, str | None]:
-    """JSON body -> (float32 (N, 3, 32, 32) normalised, request id). Blocking: runs in a thread."""
+def parse_infer_request(
+    body: bytes, predictor: PredictorLike, max_images: int
+) -> tuple[np.ndarray, str | None, list[str]]:
+    """JSON body -> (float32 (N, 3, 32, 32) normalised, request id, output names asked for). Blocking: runs in a
+    thread."""
     try:
         request = orjson.loads(body)
     except orjson.JSONDecodeError as error:
@@ -94,9 +108,14 @@ def parse_infer_request(body: bytes, predictor: PredictorLike, max_images: int) 
     request_id = request.get("id")
     if request_id is not None and not isinstance(request_id, str):
         raise _invalid('"id" must be a string')
+    available = output_names(predictor)
+    requested = []
     for output in request.get("outputs") or []:
-        if not isinstance(output, dict) or output.get("name") != OUTPUT_NAME:
-            raise _invalid(f'the only output is "{OUTPUT_NAME}"')
+        if not isinstance(output, dict) or output.get("name") not in available:
+            names = ", ".join(f'"{name}"' for name in available)
+            raise _invalid(f"the only output is {names}" if len(available) == 1 else f"the outputs are {names}")
+        requested.append(output["name"])
+    requested = [name for name in available if name in requested] or available
     tensor = request["inputs"][0]
     if not isinstance(tensor, dict):
         raise _invalid("an input must be an object with name, shape, datatype and data")
@@ -121,8 +140,8 @@ def parse_infer_request(body: bytes, predictor: PredictorLike, max_images: int) 
     if datatype == "UINT8":
         if values.min() < 0 or values.max() > 255 or not np.array_equal(values, np.round(values)):
             raise _invalid("UINT8 data must be whole numbers from 0 to 255")
-        return predictor.normalize(values.reshape(shape).astype(np.uint8)), request_id
-    return np.ascontiguousarray(values.reshape(shape), dtype=np.float32), request_id
+        return predictor.normalize(values.reshape(shape).astype(np.uint8)), request_id, requested
+    return np.ascontiguousarray(values.reshape(shape), dtype=np.float32), request_id, requested
 
 
 @router.get(
@@ -164,7 +183,17 @@ async def model_metadata(request: Request, name: str) -> Response:
             "versions": [predictor.version],
             "platform": "onnxruntime_onnx",
             "inputs": [{"name": "input", "datatype": "FP32", "shape": [-1, 3, IMAGE_SIZE, IMAGE_SIZE]}],
-            "outputs": [{"name": OUTPUT_NAME, "datatype": "FP32", "shape": [-1, len(predictor.classes)]}],
+            "outputs": [
+                {"name": OUTPUT_NAME, "datatype": "FP32", "shape": [-1, len(predictor.classes)]},
+                *(
+                    [
+                        {"name": OOD_SCORE_OUTPUT, "datatype": "FP32", "shape": [-1]},
+                        {"name": IN_DISTRIBUTION_OUTPUT, "datatype": "BOOL", "shape": [-1]},
+                    ]
+                    if len(output_names(predictor)) > 1
+                    else []
+                ),
+            ],
             "parameters": {
                 "classes": list(predictor.classes),
                 "also_accepts": {"datatype": "UINT8", "shape": [-1, IMAGE_SIZE, IMAGE_SIZE, 3]},
@@ -201,20 +230,30 @@ async def infer(request: Request, name: str) -> Response:
         )
     body = await read_body(request, context.settings.max_upload_bytes)
     # Parsing a few megabytes of JSON numbers takes milliseconds: off the event loop.
-    tensor, request_id = await asyncio.to_thread(
+    tensor, request_id, requested = await asyncio.to_thread(
         parse_infer_request, body, predictor, context.settings.max_tensor_batch
     )
     result = await context.infer(tensor)
+    tensors = {
+        OUTPUT_NAME: ("FP32", np.ascontiguousarray(result.probabilities, np.float32)),
+    }
+    threshold = getattr(predictor, "ood_threshold", None)
+    if result.ood_scores is not None and threshold is not None:
+        scores = np.ascontiguousarray(result.ood_scores, np.float32)
+        tensors[OOD_SCORE_OUTPUT] = ("FP32", scores)
+        tensors[IN_DISTRIBUTION_OUTPUT] = ("BOOL", scores <= threshold)
     answer = {
         "model_name": predictor.name,
         "model_version": predictor.version,
         "outputs": [
             {
-                "name": OUTPUT_NAME,
-                "shape": list(result.probabilities.shape),
-                "datatype": "FP32",
-                "data": np.ascontiguousarray(result.probabilities, np.float32).ravel(),
+                "name": name,
+                "shape": list(tensors[name][1].shape),
+                "datatype": tensors[name][0],
+                "data": tensors[name][1].ravel(),
             }
+            for name in requested
+            if name in tensors
         ],
     }
     if request_id is not None:
