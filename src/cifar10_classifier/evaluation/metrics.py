@@ -159,7 +159,7 @@ def evaluate_model(
     metrics["tta_level"] = tta_level
     reliability = None
     if held_out is not None:
-        held_images = normalised_tensor(held_out[0], device, channels_last=True)
+        held_images = normalized_tensor(held_out[0], device, channels_last=True)
         held_logits = predict_logits(model, held_images, tta_level, batch_size, bf16)
         metrics["calibration"], reliability = calibrate(held_logits, np.asarray(held_out[1]), final_logits, labels)
         metrics["calibration"]["fit_on"] = held_out[2]
