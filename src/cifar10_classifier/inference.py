@@ -15,6 +15,7 @@ import json
 from dataclasses import dataclass, field
 from importlib import resources
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 
@@ -59,7 +60,7 @@ class Prediction:
     in_distribution: bool | None = None  # None: the model has no off-distribution detector
     ood_score: float | None = None  # higher = more off-distribution
 
-    def to_dict(self) -> dict:
+    def to_dict(self) -> dict[str, Any]:
         return {
             "class": self.class_name,
             "class_index": self.class_index,
@@ -73,7 +74,8 @@ class Prediction:
 def softmax(logits: np.ndarray) -> np.ndarray:
     shifted = logits - logits.max(axis=1, keepdims=True)
     exp = np.exp(shifted)
-    return exp / exp.sum(axis=1, keepdims=True)
+    probabilities: np.ndarray = exp / exp.sum(axis=1, keepdims=True)
+    return probabilities
 
 
 def top_k_of(
@@ -97,7 +99,7 @@ def top_k_of(
     )
 
 
-def ood_fields(ood_score: float | None, ood_threshold: float | None) -> dict:
+def ood_fields(ood_score: float | None, ood_threshold: float | None) -> dict[str, Any]:
     """-> {"in_distribution", "ood_score"}, both None without a detector."""
     if ood_score is None or ood_threshold is None:
         return {"in_distribution": None, "ood_score": None}
@@ -145,13 +147,13 @@ class Predictor:
         self.std = tuple(normalisation.get("std", STD_RGB))
         self.decode_options = DecodeOptions(resize_filter=normalisation.get("resize_filter", RESIZE_FILTER))
 
-    def _read_card(self) -> dict:
+    def _read_card(self) -> dict[str, Any]:
         metadata = self.session.get_modelmeta().custom_metadata_map
         if CARD_METADATA_KEY in metadata:
-            return json.loads(metadata[CARD_METADATA_KEY])
+            return dict(json.loads(metadata[CARD_METADATA_KEY]))
         beside = card_path_for(self.model_path)
         if beside.is_file():
-            return json.loads(beside.read_text())
+            return dict(json.loads(beside.read_text()))
         return {"name": self.model_path.stem, "version": "unknown", "classes": list(CLASSES)}
 
     @property

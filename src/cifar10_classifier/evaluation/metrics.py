@@ -7,6 +7,7 @@ in one pass.
 from __future__ import annotations
 
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import torch
@@ -78,14 +79,14 @@ def predict_plain_and_tta_logits(
     plain_outputs, tta_outputs = [], []
     for start in range(0, len(images), batch_size):
         batch = images[start : start + batch_size]
-        logits = 0
+        logits: torch.Tensor | float = 0.0
         for index, (view, weight) in enumerate(tta_views(batch, tta_level)):
             with torch.autocast(images.device.type, dtype=torch.bfloat16, enabled=bf16):
                 view_logits = model(view.contiguous(memory_format=torch.channels_last)).float()
             if index == 0:
                 plain_outputs.append(view_logits.cpu())
             logits = logits + weight * view_logits
-        tta_outputs.append(logits.cpu())
+        tta_outputs.append(torch.as_tensor(logits).cpu())
     model.train(was_training)
     return torch.cat(plain_outputs).numpy(), torch.cat(tta_outputs).numpy()
 
@@ -151,7 +152,7 @@ def evaluate_model(
     images = normalized_tensor(test_images_uint8, device, channels_last=True)
     labels = np.asarray(test_labels)
     plain_logits, final_logits = predict_plain_and_tta_logits(model, images, tta_level, batch_size, bf16)
-    metrics = {"test": compute_metrics(plain_logits, labels)}
+    metrics: dict[str, Any] = {"test": compute_metrics(plain_logits, labels)}
     if tta_level:
         metrics["test_tta"] = compute_metrics(final_logits, labels)
     metrics["test_accuracy"] = metrics["test"]["accuracy"]

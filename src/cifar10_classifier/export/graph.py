@@ -66,22 +66,22 @@ class TTAWrapper(nn.Module):
     def _forward_with_features(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         views = tta_views(x, self.tta_level)
         if len(views) == 1:
-            features = self.model.features(x)
+            features = self.model.features(x)  # type: ignore[operator]
         else:
             stacked = torch.cat([view for view, _ in views])
-            per_view = self.model.features(stacked).reshape(len(views), x.size(0), -1)
+            per_view = self.model.features(stacked).reshape(len(views), x.size(0), -1)  # type: ignore[operator]
             weights = torch.tensor([w for _, w in views], dtype=per_view.dtype).reshape(-1, 1, 1)
             features = (per_view * weights).sum(0)  # the head is linear and bias-free: same logits as before
-        return self.model.head(features), features
+        return self.model.head(features), features  # type: ignore[operator]
 
 
 def inference_graph(model: nn.Module, tta_level: int, with_features: bool = False) -> nn.Module:
     """The model as it will be exported: the network's own inference form (BN folded where that helps int8
     fusion), with TTA inside; with_features adds the penultimate features as a second output where the network
     has them (see has_features)."""
-    model = copy.deepcopy(model).float().eval().to(memory_format=torch.contiguous_format)
+    model = copy.deepcopy(model).float().eval().to(memory_format=torch.contiguous_format)  # type: ignore[call-overload]
     try:
-        inference_form = model.inference_form()
+        inference_form = model.inference_form()  # type: ignore[operator]
     except ValueError as error:
         raise ExportError(f"this model cannot be exported: {error}") from error
     return TTAWrapper(inference_form, tta_level, with_features and has_features(inference_form)).eval()

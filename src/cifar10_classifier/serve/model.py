@@ -10,7 +10,7 @@ import dataclasses
 import logging
 import time
 from dataclasses import dataclass
-from typing import Protocol
+from typing import Any, Protocol, cast
 
 import numpy as np
 
@@ -152,8 +152,9 @@ class ModelState:
         """Blocking: run it in a thread."""
         started = time.perf_counter()
         try:
-            predictor = predictor or load_predictor(settings)
-            warm_up(predictor, settings)
+            # Predictor is a PredictorLike; mypy reads its name/version properties as unlike the protocol's fields
+            loaded = cast(PredictorLike, predictor or load_predictor(settings))
+            warm_up(loaded, settings)
         except ModelLoadError as error:
             log.warning("serving without a model: %s", error)
             self.set_unavailable(str(error))
@@ -162,9 +163,9 @@ class ModelState:
             log.exception("model failed to warm up")
             self.set_unavailable(f"the model failed to run: {error}")
             return
-        self.set_ready(predictor, settings)
-        log.info("model %s %s ready in %.2f s", predictor.name, predictor.version, time.perf_counter() - started)
+        self.set_ready(loaded, settings)
+        log.info("model %s %s ready in %.2f s", loaded.name, loaded.version, time.perf_counter() - started)
 
-    def describe(self) -> dict:
+    def describe(self) -> dict[str, Any]:
         model = {"name": self.predictor.name, "version": self.predictor.version} if self.predictor else None
         return {"status": self.status, "message": self.message, "model": model}

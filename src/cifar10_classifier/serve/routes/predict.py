@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import time
+from typing import Any
 from urllib.parse import parse_qsl
 
 from fastapi import APIRouter, Request
@@ -42,7 +43,7 @@ def top_k_of_request(request: Request, default: int) -> int:
     return k
 
 
-def _multipart_body(field: str, many: bool) -> dict:
+def _multipart_body(field: str, many: bool) -> dict[str, Any]:
     file_schema = {"type": "string", "format": "binary"}
     schema = {"type": "array", "items": file_schema, "minItems": 1} if many else file_schema
     return {
@@ -70,7 +71,7 @@ def _ms(seconds: float) -> float:
     return round(seconds * 1000.0, 3)
 
 
-def _prediction(result: ItemResult, predictor: PredictorLike, top_k: int) -> dict:
+def _prediction(result: ItemResult, predictor: PredictorLike, top_k: int) -> dict[str, Any]:
     ood_score = None if result.ood_scores is None else float(result.ood_scores[0])
     threshold = getattr(predictor, "ood_threshold", None)
     body = top_k_of(result.probabilities[0], predictor.classes, top_k, ood_score, threshold).to_dict()
@@ -124,7 +125,7 @@ async def predict_batch(request: Request) -> Response:
     k = top_k_of_request(request, settings.default_top_k)
     parts = await read_files(request, ("files", "file"), settings.max_upload_bytes, settings.max_files_per_request)
 
-    async def one(data: bytes) -> dict:
+    async def one(data: bytes) -> dict[str, Any]:
         try:
             if not data:
                 raise _empty_file()
