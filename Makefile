@@ -36,9 +36,9 @@ format: $(STAMP)
 	$(BIN)/ruff format .
 	$(BIN)/ruff check --fix .
 
-# Coverage of the test process itself (server and torchrun subprocesses are not counted); the floor is the
-# figure the suite reaches, rounded down, so a change that drops tests fails here.
-COVERAGE_FLOOR ?= 85
+# Coverage of the test process itself (server and torchrun subprocesses are not counted): 91% with ../shared, a
+# little less in a clone without it (its real-data tests skip); the floor sits just under both.
+COVERAGE_FLOOR ?= 88
 
 test: $(STAMP) browser lint typecheck
 	$(BIN)/python -m pytest --cov --cov-report=term --cov-fail-under=$(COVERAGE_FLOOR)

@@ -20,7 +20,18 @@ def test_explain_answers_the_prediction_and_the_heat_map(client):
     response = client.post("/explain", files=upload(images.jpeg((96, 64)), "photo.jpg", "image/jpeg"))
     assert response.status_code == 200, response.text
     body = response.json()
-    assert set(body) == {"class", "class_index", "probability", "top_k", "heatmap", "grid", "model", "timing_ms"}
+    assert set(body) == {
+        "class",
+        "class_index",
+        "probability",
+        "top_k",
+        "heatmap",
+        "grid",
+        "in_distribution",
+        "ood_score",
+        "model",
+        "timing_ms",
+    }
     assert body["class"] == CLASSES[body["class_index"]] and len(body["top_k"]) == 3
     assert body["grid"] == 8
     heatmap = np.asarray(body["heatmap"])

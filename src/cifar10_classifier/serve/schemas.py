@@ -149,5 +149,9 @@ class ExplanationResponse(BaseModel):
         "class's probability, relative to the cell that lowers it most; all 0 when no cell lowers it"
     )
     grid: int = Field(description="cells per side: each cell covers 32/grid x 32/grid pixels of the 32x32 input")
+    in_distribution: bool | None = Field(
+        None, description="as on /predict: false when the image looks like none of the 10 classes"
+    )
+    ood_score: float | None = Field(None, description="as on /predict: higher = more off-distribution")
     model: ModelInfo
     timing_ms: ExplanationTiming
