@@ -221,6 +221,7 @@ def main() -> int:
     parser.add_argument("--data", default=str(DEFAULT_DATA))
     parser.add_argument("--recipes", default="fast,fast-small,classic")
     parser.add_argument("--seeds", type=int, default=2, help="seeds for the fast recipes (classic runs one)")
+    parser.add_argument("--first-seed", type=int, default=0, help="seeds first-seed .. first-seed + seeds - 1")
     parser.add_argument("--nproc", default="1", help="comma-separated process counts, e.g. 1,2")
     parser.add_argument("--runs-dir", type=Path, default=Path("runs/bench"))
     parser.add_argument("--name", default="train_speed", help="results file name (e.g. train_scaling)")
@@ -267,7 +268,7 @@ def main() -> int:
     for recipe in args.recipes.split(","):
         seeds = 1 if recipe == "classic" else args.seeds
         for nproc in (int(n) for n in args.nproc.split(",")):
-            for seed in range(seeds):
+            for seed in range(args.first_seed, args.first_seed + seeds):
                 if args.collect or recipe in reuse:
                     name = f"{recipe}-seed{seed}" + ("" if nproc == 1 else f"-np{nproc}")
                     if not RunFolder(args.runs_dir / name).metrics.is_file():

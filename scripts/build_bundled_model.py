@@ -25,6 +25,13 @@ BUNDLED = Path(__file__).resolve().parents[1] / "src" / "cifar10_classifier" / "
 HOLD_OUT_FRACTION = 0.04  # 2,000 of the 50,000 training images
 
 
+def cpu_kind(machine: dict) -> str:
+    """The model name alone does not tell an AVX2-only EPYC from an AVX-512 one: name the flags that matter."""
+    simd = set(machine.get("simd", []))
+    wanted = [flag for flag in ("amx_bf16", "avx512_bf16", "avx512_vnni", "avx512f", "avx2") if flag in simd]
+    return ", ".join(wanted) or "no AVX2"
+
+
 def model_card_markdown(card: dict) -> str:
     """What was measured, on what, with how many runs: the human-readable side of the JSON card."""
     accuracy, machine, quantization = card.get("accuracy", {}), card.get("machine", {}), card.get("quantization", {})
@@ -36,7 +43,9 @@ def model_card_markdown(card: dict) -> str:
             f"seed {card.get('seed', 0)}, {card['epochs_trained']} epochs, one training run.",
             f"- Trained on `{card['data']['source']}` (sha256 `{card['data']['sha256'][:16]}...`) in "
             f"{card['train_seconds']:.0f} s of training ({card.get('train_and_eval_seconds', 0):.0f} s with the "
-            f"test evaluation) on {machine.get('cpu', '?')}, {machine.get('cores', '?')} cores, torch "
+            f"test evaluation) on {machine.get('cpu', '?')} ({cpu_kind(machine)}), {machine.get('cores', '?')} "
+            "cores, in "
+            f"{card.get('precision', {}).get('reason', 'fp32')}, torch "
             f"{machine.get('torch', '?')}.",
             f"- Test accuracy (10,000 test images): PyTorch {accuracy.get('test', 0):.2%} without TTA, "
             f"{accuracy.get('test_tta', 0):.2%} with the recipe's TTA (level {accuracy.get('tta_level', 0)}); "
