@@ -4,7 +4,7 @@
 
 Candidates, each with the convention higher = more off-distribution: 1 - max softmax probability (MSP), energy
 (-logsumexp of the calibrated logits), the Mahalanobis distance of the penultimate features to the nearest class
-mean (shared covariance; raw, and on L2-normalised features) and minus the features' L2 norm (what the export
+mean (shared covariance; raw, and on L2-normalized features) and minus the features' L2 norm (what the export
 serves). Each gets its threshold at 95% kept on the held-out training images the export
 used (the card says which; never test images), then is reported on the CIFAR-10 test split (share kept, tile
 accuracy) and on off-distribution sets: uniform and Gaussian noise, flat colours, colour gradients, test images
@@ -33,7 +33,7 @@ from cifar10_classifier import calibration as cal
 from cifar10_classifier.data import load_dataset, stratified_split
 from cifar10_classifier.inference import OOD_OUTPUT, Predictor, bundled_model_path
 
-CANDIDATES = ("msp", "energy", "mahalanobis", "mahalanobis_l2_normalised", "feature_norm")
+CANDIDATES = ("msp", "energy", "mahalanobis", "mahalanobis_l2_normalized", "feature_norm")
 TARGET_FPR = {"synthetic": 0.20, "shuffled": 0.50, "photos": None}
 
 
@@ -96,7 +96,7 @@ def sample_photos(rng, n) -> tuple[np.ndarray, list[str]]:
 # The model's outputs
 
 
-def l2_normalised(features: np.ndarray) -> np.ndarray:
+def l2_normalized(features: np.ndarray) -> np.ndarray:
     return features / np.maximum(np.linalg.norm(features, axis=1, keepdims=True), 1e-12)
 
 
@@ -211,7 +211,7 @@ def main() -> int:
             _, drawn = stratified_split(train_labels[rest], min(0.99, args.means_images / len(rest)), args.seed)
             means_features = outputs(np.asarray(dataset.train.images_uint8)[rest[drawn]])[features_name]
             mahalanobis = cal.fit_mahalanobis(means_features, train_labels[rest[drawn]])
-            normalised = cal.fit_mahalanobis(l2_normalised(means_features), train_labels[rest[drawn]])
+            normalized = cal.fit_mahalanobis(l2_normalized(means_features), train_labels[rest[drawn]])
 
         def scores(out) -> dict[str, np.ndarray]:
             logits, features = out[logits_name] / temperature, out[features_name]
@@ -221,8 +221,8 @@ def main() -> int:
                 "msp": cal.msp_score(logits),
                 "energy": cal.energy_score(logits),
                 "mahalanobis": cal.mahalanobis_score(features, mahalanobis["whiten"], mahalanobis["means"]),
-                "mahalanobis_l2_normalised": cal.mahalanobis_score(
-                    l2_normalised(features), normalised["whiten"], normalised["means"]
+                "mahalanobis_l2_normalized": cal.mahalanobis_score(
+                    l2_normalized(features), normalized["whiten"], normalized["means"]
                 ),
                 "feature_norm": cal.feature_norm_score(features),
             }

@@ -55,7 +55,7 @@ def model_card_markdown(card: dict) -> str:
             f"{quantization.get('activations')}, {quantization.get('calibration')} calibration on "
             f"{quantization.get('calibration_images')} training images (never test images).",
             f"- Input: RGB resized to {card['input']['size']}x{card['input']['size']} "
-            f"({card['input']['resize_filter']} filter), normalised with mean {card['input']['mean']} "
+            f"({card['input']['resize_filter']} filter), normalized with mean {card['input']['mean']} "
             f"and std {card['input']['std']} (0-255 units).",
             *_calibration_and_ood_lines(card),
             "",

@@ -48,7 +48,7 @@ def test_ood_bench_runs_on_an_exported_tiny_model(trained_run, tmp_path, monkeyp
     assert ood.main() == 0
     result = json.loads((tmp_path / "results" / "ood.json").read_text())
     expected = (
-        {"msp", "energy", "mahalanobis", "mahalanobis_l2_normalised", "feature_norm"}
+        {"msp", "energy", "mahalanobis", "mahalanobis_l2_normalized", "feature_norm"}
         if tta_level == 0
         else {
             "msp",

@@ -33,7 +33,7 @@ def test_muon_groups_keep_the_filter_norm_and_sgd_groups_match_torch_sgd():
         optimizer.step()
         reference.step()
         assert not torch.equal(before, filters)
-    # The filter bank is renormalised to sqrt(out_channels) before each step of size ~lr: its norm stays put.
+    # The filter bank is renormalized to sqrt(out_channels) before each step of size ~lr: its norm stays put.
     assert abs(filters.norm().item() - 2.0) < 0.5
     assert torch.allclose(bias, reference_bias, atol=1e-6)
     state = optimizer.state_dict()

@@ -1,4 +1,4 @@
-"""Image bytes -> the network's input: decode safely, orient, make RGB, resize, normalise."""
+"""Image bytes -> the network's input: decode safely, orient, make RGB, resize, normalize."""
 
 from __future__ import annotations
 
@@ -274,7 +274,7 @@ def test_header_without_pixels_is_corrupt():
     assert caught.value.kind == "corrupt"
 
 
-# --- normalisation -------------------------------------------------------------------------------------------------
+# --- normalization -------------------------------------------------------------------------------------------------
 
 
 def test_normalize_shape_dtype_and_channel_order():

@@ -26,7 +26,7 @@ OVERLAY_MAX_ALPHA = 0.6
 
 
 class ExplainablePredictor(Protocol):
-    """`Predictor`, or anything that normalises uint8 images and returns `probabilities` or `logits`."""
+    """`Predictor`, or anything that normalizes uint8 images and returns `probabilities` or `logits`."""
 
     classes: tuple[str, ...]
 
@@ -50,10 +50,10 @@ def _probabilities(predictor, inputs_float32: np.ndarray) -> np.ndarray:
 
 
 def _fill_value(predictor) -> np.ndarray:
-    """The training mean colour as the network sees it, (3,): 0 for `Predictor`, whatever a stub normalises it to.
+    """The training mean colour as the network sees it, (3,): 0 for `Predictor`, whatever a stub normalizes it to.
 
     The mean, not black: black is itself a feature (night, shadow, tyres), so a black patch adds evidence as well
-    as removing it; the mean colour is zero input after normalisation, the closest to "nothing here".
+    as removing it; the mean colour is zero input after normalization, the closest to "nothing here".
     """
     mean = np.asarray(getattr(predictor, "mean", MEAN_RGB), dtype=np.float32).reshape(1, 1, 1, 3)
     return np.asarray(predictor.normalize(mean), dtype=np.float32).reshape(3)

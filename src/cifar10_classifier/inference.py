@@ -1,11 +1,11 @@
 """A Predictor over an exported ONNX model, with ONNX Runtime. No torch: this is the serving path.
 
-The model takes float32 (N, 3, 32, 32) normalised images and returns logits (N, 10), already divided by the
+The model takes float32 (N, 3, 32, 32) normalized images and returns logits (N, 10), already divided by the
 temperature the export fitted (so their softmax is a calibrated probability). A model exported with an
 off-distribution detector has a second output "ood_score" (N,), higher = more off-distribution, and its card's
 "ood" entry holds the threshold: a score at or below it is in distribution. Models without that output (older
 files, hand-built ones) still work: their predictions carry in_distribution and ood_score as None (JSON null).
-Its card (classes, normalisation, resize filter, accuracy) is read from the ONNX metadata, or from the JSON
+Its card (classes, normalization, resize filter, accuracy) is read from the ONNX metadata, or from the JSON
 file beside it.
 """
 
@@ -142,10 +142,10 @@ class Predictor:
             float(threshold) if threshold is not None and OOD_OUTPUT in self.output_names else None
         )
         self.classes: tuple[str, ...] = tuple(self.card.get("classes", CLASSES))
-        normalisation = self.card.get("input", {})
-        self.mean = tuple(normalisation.get("mean", MEAN_RGB))
-        self.std = tuple(normalisation.get("std", STD_RGB))
-        self.decode_options = DecodeOptions(resize_filter=normalisation.get("resize_filter", RESIZE_FILTER))
+        normalization = self.card.get("input", {})
+        self.mean = tuple(normalization.get("mean", MEAN_RGB))
+        self.std = tuple(normalization.get("std", STD_RGB))
+        self.decode_options = DecodeOptions(resize_filter=normalization.get("resize_filter", RESIZE_FILTER))
 
     def _read_card(self) -> dict[str, Any]:
         metadata = self.session.get_modelmeta().custom_metadata_map
@@ -169,7 +169,7 @@ class Predictor:
         return self.ood_threshold is not None
 
     def logits(self, inputs_float32: np.ndarray) -> np.ndarray:
-        """float32 (N, 3, 32, 32) normalised -> logits (N, 10)."""
+        """float32 (N, 3, 32, 32) normalized -> logits (N, 10)."""
         return self.logits_and_ood(inputs_float32)[0]
 
     def logits_and_ood(self, inputs_float32: np.ndarray) -> tuple[np.ndarray, np.ndarray | None]:

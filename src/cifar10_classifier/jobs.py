@@ -250,7 +250,7 @@ def export_run(
 
 
 def _fit_images(run: RunFolder, dataset):
-    """Training images only, normalised: the held-out ones (the run's validation split, or a labelled draw when
+    """Training images only, normalized: the held-out ones (the run's validation split, or a labelled draw when
     it held none out) for T and the threshold; and the test split, to report on."""
     import numpy as np
 

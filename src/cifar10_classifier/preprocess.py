@@ -1,7 +1,7 @@
 """Image bytes -> the exact array the network saw in training. The only place that does this.
 
 Pure numpy + Pillow (no torch): training, evaluation, the CLI and the server all call these functions, so a
-photo sent to the API goes through the same decode, resize and normalisation as the training tiles.
+photo sent to the API goes through the same decode, resize and normalization as the training tiles.
 """
 
 from __future__ import annotations
@@ -16,7 +16,7 @@ from cifar10_classifier.errors import UserError
 
 IMAGE_SIZE = 32
 # Per-channel statistics of the CIFAR-10 training split, in 0..255 units. They travel in every model card so a
-# served model normalises exactly as it was trained.
+# served model normalizes exactly as it was trained.
 MEAN_RGB: tuple[float, float, float] = (125.3, 122.9, 113.9)
 STD_RGB: tuple[float, float, float] = (62.5, 61.9, 66.5)
 # Antialiasing filter for downscaling photos to 32x32; recorded in the model card.
@@ -123,7 +123,7 @@ def decode_image(data: bytes, options: DecodeOptions = DecodeOptions()) -> np.nd
 def normalize(
     images_uint8: np.ndarray, mean: tuple[float, ...] = MEAN_RGB, std: tuple[float, ...] = STD_RGB
 ) -> np.ndarray:
-    """uint8 (N, 32, 32, 3) or (32, 32, 3) -> float32 (N, 3, 32, 32) normalised: the network's input."""
+    """uint8 (N, 32, 32, 3) or (32, 32, 3) -> float32 (N, 3, 32, 32) normalized: the network's input."""
     if images_uint8.ndim == 3:
         images_uint8 = images_uint8[None]
     mean_array = np.asarray(mean, dtype=np.float32).reshape(1, 3, 1, 1)

@@ -41,8 +41,8 @@ def test_an_unknown_model_is_404(client):
 def test_fp32_infer_matches_the_predictor(client, tiny_model, nested):
     predictor = Predictor(tiny_model)
     pixels = np.stack([images.color_tile(index) for index in range(4)])  # (4, 32, 32, 3)
-    normalised = predictor.normalize(pixels)  # (4, 3, 32, 32)
-    response = client.post("/v2/models/cifar10/infer", json=infer_body(normalised, "FP32", nested, id="req-1"))
+    normalized = predictor.normalize(pixels)  # (4, 3, 32, 32)
+    response = client.post("/v2/models/cifar10/infer", json=infer_body(normalized, "FP32", nested, id="req-1"))
     assert response.status_code == 200, response.text
     body = response.json()
     assert body["model_name"] == "tiny-test-model" and body["model_version"] == "0" and body["id"] == "req-1"
@@ -52,7 +52,7 @@ def test_fp32_infer_matches_the_predictor(client, tiny_model, nested):
     np.testing.assert_allclose(np.array(output["data"]).reshape(4, 10), expected, rtol=1e-4, atol=1e-6)
 
 
-def test_uint8_infer_is_normalised_by_the_server(client, tiny_model):
+def test_uint8_infer_is_normalized_by_the_server(client, tiny_model):
     pixels = np.stack([images.color_tile(index) for index in range(3)])  # (3, 32, 32, 3)
     response = client.post("/v2/models/cifar10/infer", json=infer_body(pixels, "UINT8"))
     assert response.status_code == 200, response.text

@@ -38,15 +38,15 @@ def plot_curves(history: list[dict], path: Path) -> None:
 
 
 def plot_confusion(matrix: np.ndarray, path: Path) -> None:
-    normalised = matrix / np.maximum(1, matrix.sum(axis=1, keepdims=True))
+    normalized = matrix / np.maximum(1, matrix.sum(axis=1, keepdims=True))
     figure, axis = plt.subplots(figsize=(7.5, 6.5))
-    image = axis.imshow(normalised, cmap="Blues", vmin=0, vmax=1)
+    image = axis.imshow(normalized, cmap="Blues", vmin=0, vmax=1)
     axis.set_xticks(range(len(CLASSES)), CLASSES, rotation=45, ha="right")
     axis.set_yticks(range(len(CLASSES)), CLASSES)
-    axis.set(xlabel="predicted", ylabel="true", title="Confusion matrix (rows normalised)")
+    axis.set(xlabel="predicted", ylabel="true", title="Confusion matrix (rows normalized)")
     for i in range(len(CLASSES)):
         for j in range(len(CLASSES)):
-            value = normalised[i, j]
+            value = normalized[i, j]
             axis.text(
                 j, i, f"{value:.2f}", ha="center", va="center", fontsize=7, color="white" if value > 0.5 else "black"
             )

@@ -13,7 +13,7 @@ QUANTIZED_OP_TYPES = ["Conv", "MatMul", "Gemm", "MaxPool", "Relu"]
 
 
 class _CalibrationReader:
-    """Feeds normalised training images to ONNX Runtime's calibrator, a batch at a time."""
+    """Feeds normalized training images to ONNX Runtime's calibrator, a batch at a time."""
 
     def __init__(self, images_float32: np.ndarray, batch_size: int = 100):
         self.batches = iter([images_float32[i : i + batch_size] for i in range(0, len(images_float32), batch_size)])

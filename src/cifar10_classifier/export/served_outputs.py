@@ -32,7 +32,7 @@ FEATURES_OUTPUT = "features"
 
 
 def run_outputs(path: Path, inputs_float32: np.ndarray, batch_size: int = 500) -> dict[str, np.ndarray]:
-    """Every output of an ONNX file over normalised images, batch by batch -> {name: (N, ...)}."""
+    """Every output of an ONNX file over normalized images, batch by batch -> {name: (N, ...)}."""
     import onnxruntime as ort
 
     session = ort.InferenceSession(str(path), providers=["CPUExecutionProvider"])
@@ -47,7 +47,7 @@ def run_outputs(path: Path, inputs_float32: np.ndarray, batch_size: int = 500) -
 
 @dataclass(frozen=True)
 class FitImages:
-    """Normalised images for each fit, all from the training split, and the test split to report on."""
+    """Normalized images for each fit, all from the training split, and the test split to report on."""
 
     held_out: np.ndarray  # T and the threshold
     held_out_labels: np.ndarray

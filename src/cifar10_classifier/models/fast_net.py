@@ -91,7 +91,7 @@ class FastNet(nn.Module):
         half = self.config.whiten_width // 2
         self.whiten.weight.copy_(torch.cat([filters[-half:], -filters[-half:]]))
 
-    def forward(self, x: torch.Tensor) -> torch.Tensor:  # (B, 3, 32, 32) normalised -> logits (B, 10)
+    def forward(self, x: torch.Tensor) -> torch.Tensor:  # (B, 3, 32, 32) normalized -> logits (B, 10)
         x = self.act(self.whiten(x))  # (B, 24, 31, 31)
         x = self.blocks(x)  # (B, w3, 3, 3)
         x = F.adaptive_max_pool2d(x, 1).flatten(1)  # (B, w3)

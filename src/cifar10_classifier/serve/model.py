@@ -46,7 +46,7 @@ class ItemResult:
 
 
 # A batch item: image bytes to decode (in the batch thread, off the event loop), or a ready float32 tensor
-# (N, 3, 32, 32) already normalised, from the Open Inference Protocol route.
+# (N, 3, 32, 32) already normalized, from the Open Inference Protocol route.
 BatchItem = bytes | np.ndarray
 
 

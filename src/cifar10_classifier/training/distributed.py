@@ -158,7 +158,7 @@ class CpuSyncBatchNorm(_BatchNorm):
 
     In training every rank all-gathers each channel's (count, mean, sum of squared deviations) with a
     differentiable collective, combines them with Chan et al.'s parallel-variance formula (no E[x²] - E[x]²
-    cancellation), normalises with the global statistics and updates the running statistics as BatchNorm does
+    cancellation), normalizes with the global statistics and updates the running statistics as BatchNorm does
     (unbiased variance in running_var). Gradients flow back through the collective, so every rank gets the
     gradient of the whole global batch's loss, as with one process.
     """
@@ -200,10 +200,10 @@ class CpuSyncBatchNorm(_BatchNorm):
                 unbiased = var * total / (total - 1).clamp(min=1)
                 self.running_var.lerp_(unbiased.to(self.running_var.dtype), factor)
 
-        normalised = (values - mean.view(shape)) * torch.rsqrt(var + self.eps).view(shape)
+        normalized = (values - mean.view(shape)) * torch.rsqrt(var + self.eps).view(shape)
         if self.weight is not None:
-            normalised = normalised * self.weight.view(shape) + self.bias.view(shape)
-        return normalised.to(input.dtype)
+            normalized = normalized * self.weight.view(shape) + self.bias.view(shape)
+        return normalized.to(input.dtype)
 
 
 def convert_sync_batchnorm(module: nn.Module, device: torch.device, process_group=None) -> nn.Module:

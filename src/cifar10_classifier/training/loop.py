@@ -1,6 +1,6 @@
 """The training loop: epochs, early stopping, checkpoints and resume, and distributed data parallel.
 
-Data stays in memory as one normalised tensor and is augmented by batch (augment.py). The test split is never
+Data stays in memory as one normalized tensor and is augmented by batch (augment.py). The test split is never
 looked at here: early stopping and model selection use the validation split only.
 """
 
@@ -232,7 +232,7 @@ def run_epoch(
 ) -> tuple[float, float, int]:
     """Train one epoch (1-based) of plan.steps_per_epoch steps -> (summed loss, correct, images) over all ranks.
 
-    batches: the training images (normalised), their labels and their flip phases. trained_model is the model,
+    batches: the training images (normalized), their labels and their flip phases. trained_model is the model,
     or its DDP wrapper.
     """
     images_all, labels_all, flip_phase = batches

@@ -87,7 +87,7 @@ def _empty_file() -> ApiError:
     "/predict",
     summary="Classify one image",
     description='One image as multipart/form-data field "file": PNG, JPEG, GIF, WebP, BMP, TIFF... any size '
-    "within the limits. It is decoded, resized to 32x32 and normalised exactly as in training.",
+    "within the limits. It is decoded, resized to 32x32 and normalized exactly as in training.",
     response_class=JSONBytesResponse,
     responses={200: {"model": PredictionResponse}, **_UPLOAD_ERRORS},
     openapi_extra=_multipart_body("file", many=False),

@@ -1,7 +1,7 @@
 """The Open Inference Protocol (v2), as KServe and Triton speak it, so existing clients and platforms can call us.
 
-`POST /v2/models/{name}/infer` takes one input tensor: FP32 `[N, 3, 32, 32]` already normalised with the model's
-mean and std, or UINT8 `[N, 32, 32, 3]` raw pixels that the server normalises. It answers the softmax
+`POST /v2/models/{name}/infer` takes one input tensor: FP32 `[N, 3, 32, 32]` already normalized with the model's
+mean and std, or UINT8 `[N, 32, 32, 3]` raw pixels that the server normalizes. It answers the softmax
 probabilities as FP32 `[N, 10]`, output "probabilities"; a model with an off-distribution detector also answers
 "ood_score" FP32 `[N]` (higher = more off-distribution) and "in_distribution" BOOL `[N]` (the score at or below
 the model card's threshold). A request's "outputs" list picks among them. Tensors go through the same
@@ -97,7 +97,7 @@ def _invalid(message: str) -> ApiError:
 def parse_infer_request(
     body: bytes, predictor: PredictorLike, max_images: int
 ) -> tuple[np.ndarray, str | None, list[str]]:
-    """JSON body -> (float32 (N, 3, 32, 32) normalised, request id, output names asked for). Blocking: runs in a
+    """JSON body -> (float32 (N, 3, 32, 32) normalized, request id, output names asked for). Blocking: runs in a
     thread."""
     try:
         request = orjson.loads(body)
@@ -121,7 +121,7 @@ def parse_infer_request(
         raise _invalid("an input must be an object with name, shape, datatype and data")
     datatype, shape, data = tensor.get("datatype"), tensor.get("shape"), tensor.get("data")
     if datatype not in _SHAPES:
-        raise _invalid(f"datatype must be FP32 [N,3,32,32] (normalised) or UINT8 [N,32,32,3] (pixels), not {datatype}")
+        raise _invalid(f"datatype must be FP32 [N,3,32,32] (normalized) or UINT8 [N,32,32,3] (pixels), not {datatype}")
     if not (isinstance(shape, list) and len(shape) == 4 and all(type(n) is int for n in shape)):
         raise _invalid("shape must be a list of four integers")
     if tuple(shape[1:]) != _SHAPES[datatype] or not 1 <= shape[0] <= max_images:
