@@ -10,7 +10,6 @@ import asyncio
 import time
 from dataclasses import dataclass
 from typing import Any
-from urllib.parse import parse_qsl
 
 from fastapi import APIRouter, Request
 from starlette.responses import Response
@@ -20,9 +19,15 @@ from cifar10_classifier.preprocess import ImageDecodeError
 from cifar10_classifier.serve.context import ServerContext
 from cifar10_classifier.serve.errors import ApiError, JSONBytesResponse, from_decode_error
 from cifar10_classifier.serve.model import ModelRunner
-from cifar10_classifier.serve.routes.predict import _empty_file, _ms, _multipart_body, top_k_of_request
+from cifar10_classifier.serve.routes.predict import (
+    model_info,
+    ms,
+    multipart_body,
+    query_value,
+    read_one_upload,
+    top_k_of_request,
+)
 from cifar10_classifier.serve.schemas import ExplanationResponse, error_responses
-from cifar10_classifier.serve.uploads import read_files
 
 router = APIRouter(tags=["explain"])
 
@@ -31,7 +36,7 @@ _UPLOAD_ERRORS = error_responses(400, 413, 415, 422, 429, 503, 504)
 
 
 def _openapi() -> dict[str, Any]:
-    extra = _multipart_body("file", many=False)
+    extra = multipart_body("file", many=False)
     extra["parameters"].append(
         {
             "name": "format",
@@ -45,14 +50,13 @@ def _openapi() -> dict[str, Any]:
 
 
 def format_of_request(request: Request) -> str:
-    """`?format=json|png`, parsed by hand like `top_k` (see routes/predict.py), errors in the API's shape."""
-    query: bytes = request.scope.get("query_string") or b""
-    values = [value for key, value in parse_qsl(query.decode("latin-1"), keep_blank_values=True) if key == "format"]
-    if not values:
+    """`?format=json|png`, errors in the API's shape."""
+    value = query_value(request, "format")
+    if value is None:
         return "json"
-    if values[-1] not in FORMATS:
-        raise ApiError(422, "invalid_request", f"format must be one of {', '.join(FORMATS)}, not {values[-1]!r}")
-    return str(values[-1])
+    if value not in FORMATS:
+        raise ApiError(422, "invalid_request", f"format must be one of {', '.join(FORMATS)}, not {value!r}")
+    return value
 
 
 @dataclass(frozen=True, slots=True)
@@ -94,27 +98,24 @@ async def explain(request: Request) -> Response:
     started = time.perf_counter()
     context: ServerContext = request.app.state.context
     predictor = context.require_ready()
-    settings = context.settings
-    top_k = top_k_of_request(request, settings.default_top_k)
+    top_k = top_k_of_request(request, context.settings.default_top_k)
     as_png = format_of_request(request) == "png"
-    parts = await read_files(request, ("file",), settings.max_upload_bytes, settings.max_files_per_request)
-    if not parts[0].data:
-        raise _empty_file()
+    data = await read_one_upload(request, context)
     runner = context.model.runner
     assert runner is not None  # require_ready() above
     try:
-        result = await asyncio.to_thread(_explain, runner, parts[0].data, top_k, as_png)
+        result = await asyncio.to_thread(_explain, runner, data, top_k, as_png)
     except ImageDecodeError as error:
         raise from_decode_error(error) from None
     timing = {
-        "decode": _ms(result.decode_s),
-        "inference": _ms(result.inference_s),
-        "total": _ms(time.perf_counter() - started),
+        "decode": ms(result.decode_s),
+        "inference": ms(result.inference_s),
+        "total": ms(time.perf_counter() - started),
     }
     server_timing = ", ".join(f"{name};dur={value}" for name, value in timing.items())
     if result.png is not None:
         return Response(result.png, media_type="image/png", headers={"Server-Timing": server_timing})
     body = result.explanation.to_dict()
-    body["model"] = {"name": predictor.name, "version": predictor.version}
+    body["model"] = model_info(predictor)
     body["timing_ms"] = timing
     return JSONBytesResponse(body, headers={"Server-Timing": server_timing})

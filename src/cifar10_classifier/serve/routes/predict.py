@@ -23,27 +23,31 @@ MAX_TOP_K = 10
 _UPLOAD_ERRORS = error_responses(400, 413, 415, 422, 429, 503, 504)
 
 
-def top_k_of_request(request: Request, default: int) -> int:
-    """`?top_k=K`, parsed by hand: FastAPI's per-request parameter machinery costs more than the rest of the
-    route on a 32x32 upload. Documented in the OpenAPI parameters below; errors in the API's shape."""
+def query_value(request: Request, name: str) -> str | None:
+    """The last `?name=` value, or None. Parsed by hand: FastAPI's per-request parameter machinery costs more than
+    the rest of the route on a 32x32 upload. Each route documents its parameters in its OpenAPI extra."""
     query = request.scope.get("query_string")
     if not query:
-        return default
-    values = [value for key, value in parse_qsl(query.decode("latin-1"), keep_blank_values=True) if key == "top_k"]
-    if not values:
+        return None
+    values = [value for key, value in parse_qsl(query.decode("latin-1"), keep_blank_values=True) if key == name]
+    return values[-1] if values else None
+
+
+def top_k_of_request(request: Request, default: int) -> int:
+    """`?top_k=K`, errors in the API's shape."""
+    value = query_value(request, "top_k")
+    if value is None:
         return default
     try:
-        k = int(values[-1])
+        k = int(value)
     except ValueError:
         k = 0
     if not 1 <= k <= MAX_TOP_K:
-        raise ApiError(
-            422, "invalid_request", f"top_k must be a whole number from 1 to {MAX_TOP_K}, not {values[-1]!r}"
-        )
+        raise ApiError(422, "invalid_request", f"top_k must be a whole number from 1 to {MAX_TOP_K}, not {value!r}")
     return k
 
 
-def _multipart_body(field: str, many: bool) -> dict[str, Any]:
+def multipart_body(field: str, many: bool) -> dict[str, Any]:
     file_schema = {"type": "string", "format": "binary"}
     schema = {"type": "array", "items": file_schema, "minItems": 1} if many else file_schema
     return {
@@ -67,7 +71,7 @@ def _multipart_body(field: str, many: bool) -> dict[str, Any]:
     }
 
 
-def _ms(seconds: float) -> float:
+def ms(seconds: float) -> float:
     return round(seconds * 1000.0, 3)
 
 
@@ -75,12 +79,25 @@ def _prediction(result: ItemResult, predictor: PredictorLike, top_k: int) -> dic
     ood_score = None if result.ood_scores is None else float(result.ood_scores[0])
     threshold = getattr(predictor, "ood_threshold", None)
     body = top_k_of(result.probabilities[0], predictor.classes, top_k, ood_score, threshold).to_dict()
-    body["timing_ms"] = {"decode": _ms(result.decode_s), "inference": _ms(result.inference_s)}
+    body["timing_ms"] = {"decode": ms(result.decode_s), "inference": ms(result.inference_s)}
     return body
 
 
-def _empty_file() -> ApiError:
+def empty_file() -> ApiError:
     return ApiError(422, "empty_file", "the uploaded file is empty")
+
+
+async def read_one_upload(request: Request, context: ServerContext) -> bytes:
+    """The bytes of a single-image route's field "file"; 422 when it is empty."""
+    settings = context.settings
+    parts = await read_files(request, ("file",), settings.max_upload_bytes, settings.max_files_per_request)
+    if not parts[0].data:
+        raise empty_file()
+    return parts[0].data
+
+
+def model_info(predictor: PredictorLike) -> dict[str, str]:
+    return {"name": predictor.name, "version": predictor.version}
 
 
 @router.post(
@@ -90,21 +107,17 @@ def _empty_file() -> ApiError:
     "within the limits. It is decoded, resized to 32x32 and normalized exactly as in training.",
     response_class=JSONBytesResponse,
     responses={200: {"model": PredictionResponse}, **_UPLOAD_ERRORS},
-    openapi_extra=_multipart_body("file", many=False),
+    openapi_extra=multipart_body("file", many=False),
 )
 async def predict(request: Request) -> Response:
     started = time.perf_counter()
     context: ServerContext = request.app.state.context
     predictor = context.require_ready()
-    settings = context.settings
-    top_k = top_k_of_request(request, settings.default_top_k)
-    parts = await read_files(request, ("file",), settings.max_upload_bytes, settings.max_files_per_request)
-    if not parts[0].data:
-        raise _empty_file()
-    result = await context.infer(parts[0].data)
+    top_k = top_k_of_request(request, context.settings.default_top_k)
+    result = await context.infer(await read_one_upload(request, context))
     body = _prediction(result, predictor, top_k)
-    body["model"] = {"name": predictor.name, "version": predictor.version}
-    body["timing_ms"]["total"] = _ms(time.perf_counter() - started)
+    body["model"] = model_info(predictor)
+    body["timing_ms"]["total"] = ms(time.perf_counter() - started)
     return JSONBytesResponse(body)
 
 
@@ -115,7 +128,7 @@ async def predict(request: Request) -> Response:
     "order: a prediction, or an error for that file alone.",
     response_class=JSONBytesResponse,
     responses={200: {"model": BatchResponse}, **_UPLOAD_ERRORS},
-    openapi_extra=_multipart_body("files", many=True),
+    openapi_extra=multipart_body("files", many=True),
 )
 async def predict_batch(request: Request) -> Response:
     started = time.perf_counter()
@@ -128,7 +141,7 @@ async def predict_batch(request: Request) -> Response:
     async def one(data: bytes) -> dict[str, Any]:
         try:
             if not data:
-                raise _empty_file()
+                raise empty_file()
             return _prediction(await context.infer(data), predictor, k)
         except ApiError as error:
             return error.body()
@@ -138,7 +151,7 @@ async def predict_batch(request: Request) -> Response:
     return JSONBytesResponse(
         {
             "results": results,
-            "model": {"name": predictor.name, "version": predictor.version},
-            "timing_ms": {"total": _ms(time.perf_counter() - started)},
+            "model": model_info(predictor),
+            "timing_ms": {"total": ms(time.perf_counter() - started)},
         }
     )
