@@ -37,7 +37,9 @@ class Timing(ItemTiming):
     total: float = Field(description="from the request reaching the route to the answer, ms")
 
 
-class PredictionResponse(BaseModel):
+class ClassPrediction(BaseModel):
+    """The answer about one image, as /predict and /explain both give it."""
+
     model_config = ConfigDict(populate_by_name=True, protected_namespaces=())
 
     class_name: str = Field(alias="class")
@@ -50,6 +52,9 @@ class PredictionResponse(BaseModel):
         "the model card); null when the model has no off-distribution detector",
     )
     ood_score: float | None = Field(None, description="higher = more off-distribution; null without a detector")
+
+
+class PredictionResponse(ClassPrediction):
     model: ModelInfo
     timing_ms: Timing
 
@@ -137,21 +142,11 @@ class ExplanationTiming(BaseModel):
     total: float = Field(description="from the request reaching the route to the answer, ms")
 
 
-class ExplanationResponse(BaseModel):
-    model_config = ConfigDict(populate_by_name=True, protected_namespaces=())
-
-    class_name: str = Field(alias="class")
-    class_index: int
-    probability: float
-    top_k: list[ClassProbability]
+class ExplanationResponse(ClassPrediction):
     heatmap: list[list[Annotated[float, Field(ge=0.0, le=1.0)]]] = Field(
         description="grid x grid, rows first (top row first), 0..1: how much hiding that cell lowers the predicted "
         "class's probability, relative to the cell that lowers it most; all 0 when no cell lowers it"
     )
     grid: int = Field(description="cells per side: each cell covers 32/grid x 32/grid pixels of the 32x32 input")
-    in_distribution: bool | None = Field(
-        None, description="as on /predict: false when the image looks like none of the 10 classes"
-    )
-    ood_score: float | None = Field(None, description="as on /predict: higher = more off-distribution")
     model: ModelInfo
     timing_ms: ExplanationTiming
