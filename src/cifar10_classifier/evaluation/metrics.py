@@ -14,6 +14,7 @@ import torch
 import torch.nn.functional as F
 
 from cifar10_classifier import CLASSES
+from cifar10_classifier.calibration import nll
 from cifar10_classifier.runs import RunFolder
 from cifar10_classifier.training.augment import tta_views
 from cifar10_classifier.training.recipes import DEFAULT_EVAL_BATCH_SIZE
@@ -47,18 +48,12 @@ def per_class_metrics(matrix: np.ndarray, classes=CLASSES) -> list[dict]:
     return rows
 
 
-def cross_entropy(logits: np.ndarray, labels: np.ndarray) -> float:
-    shifted = logits - logits.max(axis=1, keepdims=True)
-    log_probabilities = shifted - np.log(np.exp(shifted).sum(axis=1, keepdims=True))
-    return float(-log_probabilities[np.arange(len(labels)), labels].mean())
-
-
 def compute_metrics(logits: np.ndarray, labels: np.ndarray) -> dict:
     predictions = logits.argmax(1)
     matrix = confusion_matrix(labels, predictions)
     return {
         "accuracy": float((predictions == labels).mean()),
-        "loss": cross_entropy(logits, labels),
+        "loss": nll(logits, labels),
         "per_class": per_class_metrics(matrix),
         "confusion_matrix": matrix.tolist(),
     }
