@@ -110,3 +110,13 @@ def tiny_recipe(name: str = "fast", **overrides):
         },
     }[name]
     return resolve_recipe(name, {**small, **overrides})
+
+
+def write_image_folder(dataset, root: Path) -> Path:
+    """`dataset` as PNG files in <root>/<split>/<class>/, a source `cifar10 train --data` reads."""
+    for split_name, split in (("train", dataset.train), ("test", dataset.test)):
+        for index, (image, label) in enumerate(zip(split.images_uint8, split.labels, strict=True)):
+            path = root / split_name / CLASSES[int(label)] / f"{index}.png"
+            path.parent.mkdir(parents=True, exist_ok=True)
+            path.write_bytes(png_bytes(np.asarray(image)))
+    return root

@@ -4,23 +4,10 @@ import json
 import sys
 from pathlib import Path
 
-import numpy as np
 import pytest
-
-from cifar10_classifier import CLASSES
+from support import write_image_folder
 
 BENCH = Path(__file__).resolve().parents[1] / "bench"
-
-
-def write_image_folder(dataset, root: Path) -> Path:
-    from PIL import Image
-
-    for split_name, split in (("train", dataset.train), ("test", dataset.test)):
-        for index, (image, label) in enumerate(zip(split.images_uint8, split.labels, strict=True)):
-            folder = root / split_name / CLASSES[int(label)]
-            folder.mkdir(parents=True, exist_ok=True)
-            Image.fromarray(np.asarray(image)).save(folder / f"{index}.png")
-    return root
 
 
 @pytest.mark.parametrize("tta_level", [0, 1])

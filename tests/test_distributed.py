@@ -17,9 +17,8 @@ from pathlib import Path
 
 import pytest
 import torch
-from support import png_bytes, tiny_dataset
+from support import tiny_dataset, write_image_folder
 
-from cifar10_classifier import CLASSES
 from cifar10_classifier.training.loop import train
 from cifar10_classifier.training.recipes import resolve_recipe
 
@@ -144,7 +143,9 @@ def test_killed_rank_fails_the_job_and_the_run_resumes_to_the_same_weights(two_r
     checkpoint = torch.load(tmp_path / "rank0" / "run" / "checkpoint.pt", weights_only=True)
     assert checkpoint["state"]["epoch"] == 1
 
-    resumed = launch([*command, "--resume"], tmp_path, WORKER_WEIGHTS_DIR=str(weights))
+    # Resumed as a user would: no recipe flags, so rank 0 reads them from the run folder and tells rank 1.
+    resume_command = [*TORCHRUN, *STANDALONE, str(WORKER), "train", "--out", "run", "--quiet", "--resume"]
+    resumed = launch(resume_command, tmp_path, WORKER_WEIGHTS_DIR=str(weights))
     assert resumed.returncode == 0, resumed.stderr
     history = json.loads((tmp_path / "rank0" / "run" / "history.json").read_text())
     assert [row["epoch"] for row in history] == [1, 2]
@@ -186,19 +187,8 @@ def test_early_stopping_stops_every_rank_together(tmp_path):
     assert card["stopped_early"] and card["best_epoch"] == 2
 
 
-def write_image_folder(root: Path) -> Path:
-    """tiny_dataset() as PNG files in <root>/<split>/<class>/, a source `cifar10 train --data` reads."""
-    dataset = tiny_dataset()
-    for split_name, split in (("train", dataset.train), ("test", dataset.test)):
-        for index, (image, label) in enumerate(zip(split.images_uint8, split.labels, strict=True)):
-            path = root / split_name / CLASSES[label] / f"{index}.png"
-            path.parent.mkdir(parents=True, exist_ok=True)
-            path.write_bytes(png_bytes(image))
-    return root
-
-
 def test_cifar10_train_nproc_runs_torchrun_and_returns_its_exit_code(tmp_path):
-    data = write_image_folder(tmp_path / "data")
+    data = write_image_folder(tiny_dataset(), tmp_path / "data")
     cifar10 = Path(sys.executable).with_name("cifar10")
     command = [
         str(cifar10),

@@ -1,7 +1,7 @@
 import pytest
 import torch
 
-from cifar10_classifier.models import create_model, model_config, model_names
+from cifar10_classifier.models import ModelConfigError, create_model, model_config, model_names
 
 
 @pytest.mark.parametrize("name", model_names())
@@ -17,10 +17,12 @@ def test_every_registered_model_runs_forward_and_backward(name):
 
 
 def test_unknown_model_and_setting_are_refused():
-    with pytest.raises(KeyError, match="unknown model"):
+    with pytest.raises(ModelConfigError, match="unknown model"):
         create_model("nope")
-    with pytest.raises(KeyError, match="no settings"):
+    with pytest.raises(ModelConfigError, match="no settings"):
         model_config("fast-net", depth=3)
+    with pytest.raises(ModelConfigError, match="cannot be built from model_config"):
+        create_model("classic-net", widths=[8, 16])  # 2 blocks, the default 3 dropout rates
 
 
 def test_fast_net_whitening_and_frozen_parts():

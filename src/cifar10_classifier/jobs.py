@@ -18,6 +18,7 @@ from cifar10_classifier.training.recipes import DEFAULT_EVAL_BATCH_SIZE, Recipe
 
 if TYPE_CHECKING:
     from cifar10_classifier.export.graph import ExportConfig
+    from cifar10_classifier.resume import TrainedData
     from cifar10_classifier.training.distributed import DistributedContext
 
 
@@ -35,13 +36,14 @@ class TrainJob:
     skip_bad_images: bool = False
     show_progress: bool = True
     evaluate: bool = True
+    trained_data: TrainedData | None = None  # on resume: the data the run started on, which must be loaded again
 
 
 def run_training_job(job: TrainJob, dist: DistributedContext | None = None) -> dict:
     """Train, save weights + card, and (rank 0) evaluate on the test split and write the report."""
     import numpy as np
 
-    from cifar10_classifier.data import load_dataset
+    from cifar10_classifier.data import DataError, load_dataset
     from cifar10_classifier.evaluation.metrics import evaluate_model
     from cifar10_classifier.models.weights import save_weights
     from cifar10_classifier.training import loop
@@ -49,9 +51,16 @@ def run_training_job(job: TrainJob, dist: DistributedContext | None = None) -> d
 
     dist = dist or DistributedContext()
     run = RunFolder(job.out_dir)
-    dataset = load_dataset(
-        job.data, cache_dir=job.cache_dir, download=job.download, skip_bad_images=job.skip_bad_images
-    )
+    try:
+        dataset = load_dataset(
+            job.data, cache_dir=job.cache_dir, download=job.download, skip_bad_images=job.skip_bad_images
+        )
+    except DataError as error:
+        if job.trained_data is not None and job.data == job.trained_data.source:
+            raise job.trained_data.unloadable(error) from error
+        raise
+    if job.trained_data is not None:
+        job.trained_data.check(dataset.source, dataset.checksum)
     started = time.perf_counter()
     model, state, card = loop.train(
         job.recipe, dataset, run, resume=job.resume, force=job.force, dist=dist, show_progress=job.show_progress

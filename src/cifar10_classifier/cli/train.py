@@ -10,12 +10,14 @@ from pathlib import Path
 
 from cifar10_classifier.cli.arguments import add_data_arguments
 from cifar10_classifier.errors import UserError
+from cifar10_classifier.resume import TrainingPlan, plan_resume
+from cifar10_classifier.runs import RunFolder
 from cifar10_classifier.training.recipes import load_config_file, recipe_names, resolve_recipe
 
 
 def register(commands) -> None:
     train = commands.add_parser("train", help=f"train a recipe ({', '.join(recipe_names())})")
-    train.add_argument("--recipe", default="fast", help="recipe name (default: fast)")
+    train.add_argument("--recipe", help="recipe name (default: fast; with --resume, the run's own)")
     train.add_argument("--data", help="data source (archive, batches folder, image folder)")
     train.add_argument("--out", type=Path, help="run folder (default runs/RECIPE)")
     train.add_argument("--config", type=Path, help="JSON or TOML file of recipe overrides")
@@ -24,7 +26,11 @@ def register(commands) -> None:
     train.add_argument("--batch-size", type=int)
     train.add_argument("--lr", type=float)
     train.add_argument("--seed", type=int)
-    train.add_argument("--resume", action="store_true", help="continue an interrupted run")
+    train.add_argument(
+        "--resume",
+        action="store_true",
+        help="continue the run in --out with its own recipe, seed and data (only epochs and threads may change)",
+    )
     train.add_argument("--force", action="store_true", help="overwrite an existing run folder")
     train.add_argument("--quiet", action="store_true", help="no progress output")
     train.add_argument("--nproc", type=int, default=0, help="launch N processes with torchrun (DDP)")
@@ -53,11 +59,28 @@ def run(args: argparse.Namespace) -> int:
     for name in ("epochs", "batch_size", "lr", "seed"):
         if getattr(args, name) is not None:
             overrides[name] = getattr(args, name)
-    recipe = resolve_recipe(args.recipe, overrides)  # a RecipeError (a UserError) names what is wrong
-    if args.nproc and args.nproc > 1 and "LOCAL_RANK" not in os.environ:
-        # The recipe is checked before any process starts; every rank trains on batch_size / nproc images a step.
-        if recipe.batch_size % args.nproc:
-            raise UserError(f"batch size {recipe.batch_size} does not split over {args.nproc} processes")
+    if args.resume and args.force:
+        raise UserError("--resume and --force contradict each other: --resume continues the run, --force starts over")
+    out_dir = args.out or Path("runs") / (args.recipe or "fast")
+
+    def plan() -> TrainingPlan:
+        """What this command trains; with --resume, the run folder's own recipe, seed and data."""
+        if args.resume:
+            return plan_resume(RunFolder(out_dir), recipe_name=args.recipe, overrides=overrides, data=args.data)
+        return TrainingPlan(resolve_recipe(args.recipe or "fast", overrides), args.data)
+
+    # A RecipeError or ResumeError (both UserErrors) names what is wrong before any process starts. One of
+    # torchrun's ranks resuming asks rank 0 instead (below): only rank 0's machine needs the run folder.
+    launcher = "LOCAL_RANK" not in os.environ
+    planned = plan() if launcher or not args.resume else None
+    if planned and args.resume and not args.quiet:
+        recipe = planned.recipe
+        changes = "".join(f"; {key} {old} -> {new}" for key, (old, new) in planned.changed.items())
+        print(f"resuming {out_dir}: recipe {recipe.name}, seed {recipe.seed}, data {planned.data}{changes}")
+    if planned and args.nproc and args.nproc > 1 and launcher:
+        # Every rank trains on batch_size / nproc images a step.
+        if planned.recipe.batch_size % args.nproc:
+            raise UserError(f"batch size {planned.recipe.batch_size} does not split over {args.nproc} processes")
         return _launch_torchrun(args.nproc, args.command_line)
 
     from cifar10_classifier import jobs
@@ -66,26 +89,30 @@ def run(args: argparse.Namespace) -> int:
         DistributedFailure,
         collective_failures_explained,
         distributed_context,
+        main_decides,
         shutdown_distributed,
     )
 
-    out_dir = args.out or Path("runs") / recipe.name
-    job = jobs.TrainJob(
-        recipe=recipe,
-        data=args.data,
-        out_dir=out_dir,
-        resume=args.resume,
-        force=args.force,
-        download=args.download,
-        cache_dir=args.cache_dir,
-        skip_bad_images=args.skip_bad_images,
-        show_progress=not args.quiet,
-    )
+    def train_job(dist: DistributedContext) -> jobs.TrainJob:
+        resolved = planned or main_decides(dist, plan)
+        return jobs.TrainJob(
+            recipe=resolved.recipe,
+            data=resolved.data,
+            out_dir=out_dir,
+            resume=args.resume,
+            force=args.force,
+            download=args.download,
+            cache_dir=args.cache_dir,
+            skip_bad_images=args.skip_bad_images,
+            show_progress=not args.quiet,
+            trained_data=resolved.trained_data,
+        )
+
     dist = DistributedContext()  # until this process has joined the others
     try:
         dist = distributed_context()
         with collective_failures_explained(dist):
-            jobs.run_training_job(job, dist)
+            jobs.run_training_job(train_job(dist), dist)
     except UserError:
         if not dist.is_main:
             return 2  # rank 0's verdict, raised on every rank; rank 0 says it

@@ -68,23 +68,56 @@ def save_checkpoint(path: Path, model, optimizer, state: TrainState, generator: 
         torch.save(payload, temp_path)
 
 
-def _unresumable(path: Path, error: Exception) -> RunFolderError:
-    return RunFolderError(f"{path}: cannot resume from this checkpoint ({error}); start again with --force")
-
-
 def _read_checkpoint(path: Path) -> dict:
     try:
         # weights_only: a checkpoint is data, never code, even if someone else wrote it.
         return torch.load(path, map_location="cpu", weights_only=True)
     except Exception as error:
-        raise _unresumable(path, error) from error
+        # Only here is the checkpoint itself unusable, so only here does the advice start the run over.
+        first_line = str(error).strip().splitlines()[0] if str(error).strip() else type(error).__name__
+        raise RunFolderError(
+            f"{path}: the checkpoint cannot be read ({first_line}); start the run again with --force, "
+            "or train into another --out"
+        ) from error
+
+
+def state_dict_mismatch(saved: dict, expected: dict) -> str | None:
+    """How a saved state dict differs from a model's, in one line (None: it fits)."""
+    missing = [key for key in expected if key not in saved]
+    unexpected = [key for key in saved if key not in expected]
+    reshaped = [key for key in expected if key in saved and tuple(saved[key].shape) != tuple(expected[key].shape)]
+    parts = []
+    if reshaped:
+        key = reshaped[0]
+        parts.append(
+            f"{len(reshaped)} tensors of another shape (first: {key} is {list(saved[key].shape)} in the checkpoint, "
+            f"{list(expected[key].shape)} in the model)"
+        )
+    if missing:
+        parts.append(f"{len(missing)} missing (first: {missing[0]})")
+    if unexpected:
+        parts.append(f"{len(unexpected)} not in the model (first: {unexpected[0]})")
+    return "; ".join(parts) or None
 
 
 def load_checkpoint(
-    path: Path, model, optimizer, generator: torch.Generator, dist: DistributedContext | None = None
+    path: Path,
+    model,
+    optimizer,
+    generator: torch.Generator,
+    dist: DistributedContext | None = None,
+    *,
+    model_name: str = "the model",
 ) -> TrainState:
     # Rank 0 reads the file and sends it to the others: only its machine needs the run folder.
     payload = main_decides(dist or DistributedContext(), lambda: _read_checkpoint(path))
+    mismatch = state_dict_mismatch(payload.get("model", {}), model.state_dict())
+    if mismatch:
+        # The checkpoint is fine; the model built for it is not the one that wrote it.
+        raise RunFolderError(
+            f"{path}: the checkpoint does not fit {model_name} as this recipe builds it ({mismatch}); resume with "
+            "the recipe and model_config the run trained with (`cifar10 train --out RUN --resume` reads them)"
+        )
     try:
         model.load_state_dict(payload["model"])
         optimizer.load_state_dict(payload["optimizer"])
@@ -94,5 +127,9 @@ def load_checkpoint(
         for key in _TENSOR_STATE:
             setattr(state, key, payload.get(key))
     except Exception as error:
-        raise _unresumable(path, error) from error
+        first_line = str(error).strip().splitlines()[0] if str(error).strip() else type(error).__name__
+        raise RunFolderError(
+            f"{path}: the training state in the checkpoint does not fit this recipe's optimizer or schedule "
+            f"({first_line}); resume with the recipe the run trained with (`cifar10 train --out RUN --resume` reads it)"
+        ) from error
     return state

@@ -352,7 +352,7 @@ def set_up_run(
 
     state = TrainState()
     if has_checkpoint:
-        state = load_checkpoint(run.checkpoint, model, optimizer, generator, dist)
+        state = load_checkpoint(run.checkpoint, model, optimizer, generator, dist, model_name=recipe.model)
     trained_model = model
     if dist.enabled:
         trained_model = torch.nn.parallel.DistributedDataParallel(
@@ -362,6 +362,7 @@ def set_up_run(
     if dist.is_main:
         data = {
             "source": dataset.source,
+            "path": str(Path(dataset.source).expanduser().resolve()),  # what --resume loads from any folder
             "sha256": dataset.checksum,
             "train": len(train_indices),
             "val": len(val_indices),

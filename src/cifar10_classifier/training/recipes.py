@@ -224,7 +224,11 @@ def resolve_recipe(name: str, overrides: dict | None = None) -> Recipe:
     """The named recipe with `overrides` applied ("model_config.widths" style keys reach into model_config)."""
     if name not in RECIPES:
         raise RecipeError(f"unknown recipe {name!r}; known: {', '.join(RECIPES)}")
-    recipe = RECIPES[name]
+    return apply_overrides(RECIPES[name], overrides)
+
+
+def apply_overrides(recipe: Recipe, overrides: dict | None) -> Recipe:
+    """`recipe` with `overrides` applied, each value coerced to its field's type (strings from --set included)."""
     known = {f.name: f for f in fields(Recipe)}
     changes: dict = {}
     model_config = dict(recipe.model_config)
