@@ -4,13 +4,14 @@
 
 Candidates, each with the convention higher = more off-distribution: 1 - max softmax probability (MSP), energy
 (-logsumexp of the calibrated logits), the Mahalanobis distance of the penultimate features to the nearest class
-mean (shared covariance; raw, and on L2-normalized features) and minus the features' L2 norm (what the export
-serves). Each gets its threshold at 95% kept on the held-out training images the export
-used (the card says which; never test images), then is reported on the CIFAR-10 test split (share kept, tile
-accuracy) and on off-distribution sets: uniform and Gaussian noise, flat colours, colour gradients, test images
-with their 4x4 or 8x8 pixel patches shuffled, and crops of the photos in matplotlib's sample data (a portrait, a
-product photo, a logo: none of the classes). Per set: the false-positive rate (share called in-distribution) at
-that threshold, and the AUROC against the test split.
+mean (shared covariance; raw, and on L2-normalized features), minus the features' L2 norm, and the Mahalanobis
+distance of the first blocks' channel statistics to one Gaussian fitted on training images (what the export serves).
+Each gets its threshold at 95% kept on the held-out training images the export used (the card says which; never test
+images), then is reported on the CIFAR-10 test split (share kept, tile accuracy) and on off-distribution sets:
+uniform and Gaussian noise, flat colours, colour gradients, test images with their 4x4 or 8x8 pixel patches
+shuffled, and crops of the photos in matplotlib's sample data (a portrait, a product photo, a logo: none of the
+classes). Per set: the false-positive rate (share called in-distribution) at that threshold, and the AUROC against
+the test split.
 
 A model exported with a detector has it as the "ood_score" output, and its logits are already divided by T.
 For an older model (no such output) the script exposes the penultimate features from the graph, fits the class
@@ -33,7 +34,8 @@ from cifar10_classifier import calibration as cal
 from cifar10_classifier.data import load_dataset, stratified_split
 from cifar10_classifier.inference import OOD_OUTPUT, Predictor, bundled_model_path
 
-CANDIDATES = ("msp", "energy", "mahalanobis", "mahalanobis_l2_normalized", "feature_norm")
+CANDIDATES = ("msp", "energy", "mahalanobis", "mahalanobis_l2_normalized", "feature_norm", "layer_statistics")
+STATISTICS = "statistics"  # the layer statistics tensor of graphs exported with them (export.served_outputs)
 TARGET_FPR = {"synthetic": 0.20, "shuffled": 0.50, "photos": None}
 
 
@@ -110,6 +112,8 @@ def features_model(path: Path, work: Path) -> Path:
     pools = [node for node in model.graph.node if node.op_type in ("ReduceMax", "GlobalMaxPool")]
     if not pools:
         raise SystemExit(f"{path}: no global max-pool to read penultimate features from")
+    if any(STATISTICS in node.output for node in model.graph.node):
+        model.graph.output.append(helper.make_tensor_value_info(STATISTICS, TensorProto.FLOAT, None))
     model.graph.output.append(helper.make_tensor_value_info(pools[-1].output[0], TensorProto.FLOAT, None))
     out = work / "with-features.onnx"
     onnx.save(model, str(out))
@@ -209,9 +213,15 @@ def main() -> int:
         if "mahalanobis" in candidate_names:
             rest = np.setdiff1d(np.arange(len(train_labels)), held_out)
             _, drawn = stratified_split(train_labels[rest], min(0.99, args.means_images / len(rest)), args.seed)
-            means_features = outputs(np.asarray(dataset.train.images_uint8)[rest[drawn]])[features_name]
+            means_outputs = outputs(np.asarray(dataset.train.images_uint8)[rest[drawn]])
+            means_features = means_outputs[features_name]
             mahalanobis = cal.fit_mahalanobis(means_features, train_labels[rest[drawn]])
             normalized = cal.fit_mahalanobis(l2_normalized(means_features), train_labels[rest[drawn]])
+            # One Gaussian over the layer statistics, on the same draw as the export's (the same seed and size).
+            if STATISTICS in means_outputs:
+                statistics = cal.fit_mahalanobis(means_outputs[STATISTICS], np.zeros(len(drawn), np.int64))
+            else:
+                candidate_names = tuple(name for name in candidate_names if name != "layer_statistics")
 
         def scores(out) -> dict[str, np.ndarray]:
             logits, features = out[logits_name] / temperature, out[features_name]
@@ -225,6 +235,15 @@ def main() -> int:
                     l2_normalized(features), normalized["whiten"], normalized["means"]
                 ),
                 "feature_norm": cal.feature_norm_score(features),
+                **(
+                    {
+                        "layer_statistics": np.sqrt(
+                            cal.mahalanobis_score(out[STATISTICS], statistics["whiten"], statistics["means"])
+                        )
+                    }
+                    if "layer_statistics" in candidate_names
+                    else {}
+                ),
             }
 
         held_scores, test_scores = scores(held), scores(test)

@@ -114,15 +114,13 @@ def test_int8_graph_keeps_block_activations_in_uint8(exported):
 def test_both_files_bake_the_temperature_and_add_the_ood_output(exported):
     import onnxruntime as ort
 
-    from cifar10_classifier.calibration import feature_norm_score, softmax
+    from cifar10_classifier.calibration import softmax
 
     run, dataset, summary = exported
     model, card = load_weights(run)
     images = normalize(np.asarray(dataset.test.images_uint8[:30]))
     with torch.no_grad():
-        torch_logits, torch_features = inference_graph(model, card["tta_level"], with_features=True)(
-            torch.from_numpy(images)
-        )
+        torch_logits, _, _ = inference_graph(model, card["tta_level"], with_features=True)(torch.from_numpy(images))
     for path in (summary["fp32"], summary["int8"]):
         session = ort.InferenceSession(path, providers=["CPUExecutionProvider"])
         assert [output.name for output in session.get_outputs()] == ["logits", "ood_score"]
@@ -131,15 +129,15 @@ def test_both_files_bake_the_temperature_and_add_the_ood_output(exported):
         assert calibration["bins"] == 15 and "training images" in calibration["fit_on"]
         assert calibration["held_out_split"] == {"val_fraction": 0.0, "seed": 0}
         assert 0 <= calibration["ece_after"] <= 1 and 0 <= calibration["ece_before"] <= 1
-        assert ood["detector"] == "feature_norm" and ood["keep_rate_target"] == 0.95 and predictor.has_ood
-        assert ood["threshold"] < 0 and 0 <= ood["test_kept"] <= 1
+        assert ood["detector"] == "layer_statistics" and ood["keep_rate_target"] == 0.95 and predictor.has_ood
+        assert ood["threshold"] > 0 and 0 <= ood["test_kept"] <= 1 and "training images" in ood["gaussian_fit_on"]
         if path == summary["fp32"]:
             # Probabilities of the exported model are softmax(logits / T) of the torch model.
             expected = softmax(torch_logits.numpy() / calibration["temperature"])
             np.testing.assert_allclose(predictor.probabilities(images), expected, rtol=1e-3, atol=1e-4)
-            # The in-graph score is the numpy score of the torch model's penultimate features.
+            # The in-graph score: test_layer_statistics_detector_runs_in_the_graph_as_numpy_computes_it.
             _, scores = predictor.logits_and_ood(images)
-            np.testing.assert_allclose(scores, feature_norm_score(torch_features.numpy()), rtol=1e-4)
+            assert scores.shape == (len(images),) and (scores > 0).all()
 
 
 def test_a_network_without_features_gets_the_energy_score(tmp_path):
@@ -194,3 +192,83 @@ def test_bundled_model_card_text_states_calibration_and_the_ood_threshold(export
     assert f"T = {card['calibration']['temperature']:.3f}" in text and "Expected calibration error" in text
     assert f"<= {card['ood']['threshold']:.6g}" in text and "in_distribution" in text
     assert module.HOLD_OUT_FRACTION * 50_000 == 2000
+
+
+def test_layer_statistics_detector_runs_in_the_graph_as_numpy_computes_it(trained_run, tmp_path):
+    """The detector served by fast-net exports: the Mahalanobis distance of the first blocks' channel statistics,
+    of the un-augmented image even when TTA is in the graph, baked into both outputs' graph."""
+    import onnxruntime as ort
+
+    from cifar10_classifier import calibration as cal
+    from cifar10_classifier.export.graph import export_onnx
+    from cifar10_classifier.export.served_outputs import FitImages, bake_outputs, fit_served_outputs
+
+    run, dataset = trained_run
+    model, card = load_weights(run)
+    train, test = normalize(dataset.train.images_uint8), normalize(dataset.test.images_uint8)
+    graph = inference_graph(model, 1, with_features=True)
+    assert graph.output_names == ["logits", "features", "statistics"]
+    with torch.no_grad():
+        _, _, statistics = graph(torch.from_numpy(test))
+        _, _, plain_statistics = inference_graph(model, 0, with_features=True)(torch.from_numpy(test))
+    np.testing.assert_allclose(statistics.numpy(), plain_statistics.numpy(), rtol=1e-5, atol=1e-6)
+    widths = card["model_config"]["widths"]
+    assert statistics.shape == (len(test), 2 * widths[0] + widths[1])
+
+    path = tmp_path / "stage.onnx"
+    export_onnx(graph, path, card)
+    images = FitImages(
+        held_out=train[:100],
+        held_out_labels=dataset.train.labels[:100],
+        held_out_description="100 training images",
+        held_out_split={"val_fraction": 0.0, "seed": 0},
+        test=test,
+        test_labels=dataset.test.labels,
+        statistics_fit=train[100:],
+        statistics_fit_description="100 other training images",
+    )
+    fitted = fit_served_outputs(path, images)
+    ood = fitted["ood"]
+    assert ood["detector"] == "layer_statistics" and ood["gaussian_fit_on"] == "100 other training images"
+    assert ood["dimensions"] == statistics.shape[1] and ood["threshold"] > 0
+    bake_outputs(path, fitted)
+    session = ort.InferenceSession(str(path), providers=["CPUExecutionProvider"])
+    assert [output.name for output in session.get_outputs()] == ["logits", "ood_score"]
+    scores = session.run(["ood_score"], {"input": test})[0]
+    gaussian = cal.fit_mahalanobis(
+        graph_statistics := inference_graph(model, 0, with_features=True)(torch.from_numpy(train[100:]))[2]
+        .detach()
+        .numpy(),
+        np.zeros(len(graph_statistics), np.int64),
+    )
+    expected = np.sqrt(cal.mahalanobis_score(statistics.numpy(), gaussian["whiten"], gaussian["means"]))
+    np.testing.assert_allclose(scores, expected, rtol=1e-3, atol=1e-3)
+    # Noise is far from the statistics of any training image.
+    noise = np.random.default_rng(0).normal(0, 1, size=(20, 3, 32, 32)).astype(np.float32) * 3
+    assert (session.run(["ood_score"], {"input": noise})[0] > ood["threshold"]).all()
+
+
+def test_a_network_with_features_but_no_statistics_gets_the_feature_norm(trained_run, tmp_path):
+    from cifar10_classifier.calibration import feature_norm_score
+    from cifar10_classifier.export.graph import export_onnx
+    from cifar10_classifier.export.served_outputs import FitImages, bake_outputs, fit_served_outputs
+
+    run, dataset = trained_run
+    model, card = load_weights(run)
+    train, test = normalize(dataset.train.images_uint8), normalize(dataset.test.images_uint8)
+    graph = inference_graph(model, 0, with_features=True)
+    graph.with_statistics, graph.output_names = False, ["logits", "features"]  # as a network without them
+    path = tmp_path / "stage.onnx"
+    export_onnx(graph, path, card)
+    split = {"val_fraction": 0.0, "seed": 0}
+    images = FitImages(train, dataset.train.labels, "training images", split, test, dataset.test.labels, train)
+    fitted = fit_served_outputs(path, images)
+    assert fitted["ood"]["detector"] == "feature_norm" and fitted["ood"]["threshold"] < 0
+    bake_outputs(path, fitted)
+    with torch.no_grad():
+        _, features = graph(torch.from_numpy(test))
+    import onnxruntime as ort
+
+    session = ort.InferenceSession(str(path), providers=["CPUExecutionProvider"])
+    scores = session.run(["ood_score"], {"input": test})[0]
+    np.testing.assert_allclose(scores, feature_norm_score(features.numpy()), rtol=1e-4)

@@ -22,6 +22,10 @@ if TYPE_CHECKING:
     from cifar10_classifier.training.distributed import DistributedContext
 
 
+# Training images the off-distribution detector's Gaussian is fitted on (384 dimensions for fast-net).
+STATISTICS_FIT_IMAGES = 5000
+
+
 @dataclass(frozen=True)
 class TrainJob:
     """One `cifar10 train` invocation, resolved."""
@@ -264,6 +268,7 @@ def _fit_images(run: RunFolder, dataset):
     import numpy as np
 
     from cifar10_classifier.calibration import held_out_for_calibration
+    from cifar10_classifier.data import stratified_split
     from cifar10_classifier.export.served_outputs import FitImages
     from cifar10_classifier.preprocess import normalize
 
@@ -271,6 +276,10 @@ def _fit_images(run: RunFolder, dataset):
     split = {"val_fraction": run.recipe_value("val_fraction", 0.0), "seed": run.recipe_value("seed", 0)}
     held_out, description = held_out_for_calibration(train_labels, split["val_fraction"], split["seed"])
     images = np.asarray(dataset.train.images_uint8)
+    # The detector's Gaussian comes from other training images than the threshold's, so the threshold keeps 95% of
+    # images the Gaussian has not seen (as the test split will).
+    rest = np.setdiff1d(np.arange(len(train_labels)), held_out)
+    _, drawn = stratified_split(train_labels[rest], min(0.99, STATISTICS_FIT_IMAGES / max(1, len(rest))), split["seed"])
     return FitImages(
         held_out=normalize(images[held_out]),
         held_out_labels=train_labels[held_out],
@@ -278,6 +287,9 @@ def _fit_images(run: RunFolder, dataset):
         held_out_split=split,
         test=normalize(np.asarray(dataset.test.images_uint8)),
         test_labels=np.asarray(dataset.test.labels),
+        # Too few to fit a Gaussian on (tiny test data): the detector falls back to the feature norm.
+        statistics_fit=normalize(images[rest[drawn]]) if len(drawn) >= 20 else None,
+        statistics_fit_description=f"{len(drawn)} training images outside the held-out ones (seeded, class-balanced)",
     )
 
 

@@ -43,13 +43,22 @@ def has_features(model: nn.Module) -> bool:
     return callable(getattr(model, "features", None)) and isinstance(head, nn.Linear) and head.bias is None
 
 
+def has_statistics(model: nn.Module) -> bool:
+    """An inference form that also reports layer statistics (`features_and_statistics`), which the
+    off-distribution score reads."""
+    return has_features(model) and callable(getattr(model, "features_and_statistics", None))
+
+
 class TTAWrapper(nn.Module):
     """The model with its test-time augmentation views averaged inside the graph. With `with_features` it also
-    returns the penultimate features (B, D), averaged over the same views: (logits, features)."""
+    returns the penultimate features (B, D), averaged over the same views: (logits, features); and, where the
+    network has them, its layer statistics of the un-augmented images: (logits, features, statistics)."""
 
     def __init__(self, model: nn.Module, tta_level: int, with_features: bool = False):
         super().__init__()
         self.model, self.tta_level, self.with_features = model, tta_level, with_features
+        self.with_statistics = with_features and has_statistics(model)
+        self.output_names = ["logits", "features", "statistics"][: 1 + with_features + self.with_statistics]
 
     def forward(self, x: torch.Tensor):  # (B, 3, 32, 32) -> (B, 10), or ((B, 10), (B, D)) with features
         if self.with_features:
@@ -63,16 +72,21 @@ class TTAWrapper(nn.Module):
         weights = torch.tensor([w for _, w in views], dtype=logits.dtype).reshape(-1, 1, 1)  # constants in graph
         return (logits * weights).sum(0)
 
-    def _forward_with_features(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    def _forward_with_features(self, x: torch.Tensor) -> tuple[torch.Tensor, ...]:
         views = tta_views(x, self.tta_level)
-        if len(views) == 1:
-            features = self.model.features(x)  # type: ignore[operator]
+        stacked = torch.cat([view for view, _ in views]) if len(views) > 1 else x
+        if self.with_statistics:
+            per_view, statistics = self.model.features_and_statistics(stacked)  # type: ignore[operator]
+            statistics = statistics[: x.size(0)]  # the first view is the image itself
         else:
-            stacked = torch.cat([view for view, _ in views])
-            per_view = self.model.features(stacked).reshape(len(views), x.size(0), -1)  # type: ignore[operator]
+            per_view = self.model.features(stacked)  # type: ignore[operator]
+        features = per_view
+        if len(views) > 1:
+            per_view = per_view.reshape(len(views), x.size(0), -1)
             weights = torch.tensor([w for _, w in views], dtype=per_view.dtype).reshape(-1, 1, 1)
             features = (per_view * weights).sum(0)  # the head is linear and bias-free: same logits as before
-        return self.model.head(features), features  # type: ignore[operator]
+        logits = self.model.head(features)  # type: ignore[operator]
+        return (logits, features, statistics) if self.with_statistics else (logits, features)
 
 
 def inference_graph(model: nn.Module, tta_level: int, with_features: bool = False) -> nn.Module:
@@ -88,10 +102,10 @@ def inference_graph(model: nn.Module, tta_level: int, with_features: bool = Fals
 
 
 def export_onnx(module: nn.Module, path: Path, card: dict) -> None:
-    """The module to ONNX: output "logits", and "features" when the module returns them too."""
+    """The module to ONNX: output "logits", and "features" and "statistics" when the module returns them too."""
     import onnx
 
-    output_names = ["logits", "features"] if getattr(module, "with_features", False) else ["logits"]
+    output_names = list(getattr(module, "output_names", ["logits"]))
     example = torch.zeros(1, 3, 32, 32)
     with atomic_path(path) as temp_path, torch.no_grad(), warnings.catch_warnings():
         # The TorchScript exporter is deprecated but needs no extra packages; its warnings are noise here.

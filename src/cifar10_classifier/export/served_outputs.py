@@ -1,19 +1,21 @@
 """Calibration and the off-distribution score, fitted on each exported graph's own outputs and baked into it.
 
 The stage graph has outputs "logits" and, for networks that have them, "features" (the penultimate vector the head
-sees). For each file (fp32, and the int8 candidate that is served) this fits, on that file's own outputs:
+sees) and "statistics" (channel means and standard deviations of the first blocks' activations). For each file
+(fp32, and the int8 candidate that is served) this fits, on that file's own outputs:
 
 - the temperature T on held-out training images, baked in as a Div: "logits" becomes logits / T, so the
   Predictor's softmax is the calibrated probability with no serving-side change;
 - the off-distribution score, output "ood_score" (higher = more off-distribution), and its threshold, the score
-  at which 95% of the held-out images are kept (score <= threshold: in distribution). The score is minus the L2
-  norm of the penultimate features (a ReduceL2 and a Neg; "features" is then dropped from the outputs), or, for a
-  network without features, the energy -logsumexp(logits / T).
+  at which 95% of the held-out images are kept (score <= threshold: in distribution). The score is the
+  Mahalanobis distance of the layer statistics to their training distribution (one Gaussian, fitted on other
+  training images: a Sub, a MatMul, a ReduceSumSquare and a Sqrt); for a network with features but no statistics,
+  minus the features' L2 norm; without either, the energy -logsumexp(logits / T). The extra outputs are dropped.
 
-The feature norm was chosen by measurement (bench/ood.py on the bundled fast-large int8 model): the max-pooled
-features of images of no class are small, so it flagged every noise, flat-colour and gradient image and more of
-the patch-shuffled ones than energy (next best), the max softmax probability, or the Mahalanobis distance, which
-failed outright (small features sit close to the class means under the shared covariance).
+The layer statistics were chosen by measurement (bench/ood.py on the bundled fast-large int8 model, numbers in
+docs/experiments.md): images of no class have other textures and edges in other proportions than CIFAR-10's,
+which the early layers see before the max-pools discard it, so they flag the patch-shuffled images the
+penultimate features' norm (the next best) lets through, as well as every noise, flat-colour and gradient image.
 The added nodes run in fp32 after the quantized graph. The test split is only reported on (ECE before and after,
 the share of test images kept), never fitted on.
 """
@@ -29,6 +31,7 @@ from cifar10_classifier import calibration as cal
 
 OOD_OUTPUT = "ood_score"
 FEATURES_OUTPUT = "features"
+STATISTICS_OUTPUT = "statistics"
 
 
 def run_outputs(path: Path, inputs_float32: np.ndarray, batch_size: int = 500) -> dict[str, np.ndarray]:
@@ -55,6 +58,8 @@ class FitImages:
     held_out_split: dict  # {"val_fraction", "seed"}: calibration.held_out_for_calibration rebuilds the indices
     test: np.ndarray
     test_labels: np.ndarray
+    statistics_fit: np.ndarray | None = None  # other training images: the layer statistics' mean and covariance
+    statistics_fit_description: str = ""
 
 
 def fit_served_outputs(stage_path: Path, images: FitImages) -> dict:
@@ -75,7 +80,19 @@ def fit_served_outputs(stage_path: Path, images: FitImages) -> dict:
             "ece_on": f"{len(images.test_labels)} test images (reported only)",
         },
     }
-    if FEATURES_OUTPUT in held:
+    extra: dict = {}
+    if STATISTICS_OUTPUT in held and images.statistics_fit is not None:
+        detector = "layer_statistics"
+        description = "the Mahalanobis distance of the first blocks' channel statistics to training images'"
+        fit_statistics = run_outputs(stage_path, images.statistics_fit)[STATISTICS_OUTPUT]
+        gaussian = cal.fit_mahalanobis(fit_statistics, np.zeros(len(fit_statistics), np.int64))
+        result["statistics_gaussian"] = gaussian
+        held_scores, test_scores = (
+            np.sqrt(cal.mahalanobis_score(held[STATISTICS_OUTPUT], gaussian["whiten"], gaussian["means"])),
+            np.sqrt(cal.mahalanobis_score(test[STATISTICS_OUTPUT], gaussian["whiten"], gaussian["means"])),
+        )
+        extra = {"gaussian_fit_on": images.statistics_fit_description, "dimensions": int(fit_statistics.shape[1])}
+    elif FEATURES_OUTPUT in held:
         detector, description = "feature_norm", "minus the L2 norm of the penultimate (max-pooled) features"
         held_scores, test_scores = (
             cal.feature_norm_score(held[FEATURES_OUTPUT]),
@@ -95,7 +112,8 @@ def fit_served_outputs(stage_path: Path, images: FitImages) -> dict:
         "keep_rate_target": cal.KEEP_RATE,
         "threshold_fit_on": images.held_out_description,
         "test_kept": float((test_scores <= threshold).mean()),
-        "chosen_by": "bench/ood.py (MSP, energy, Mahalanobis and the feature norm compared)",
+        "chosen_by": "bench/ood.py (MSP, energy, Mahalanobis, the feature norm and layer statistics compared)",
+        **extra,
     }
     return result
 
@@ -115,15 +133,37 @@ def bake_outputs(path: Path, fitted: dict) -> None:
     graph.node.append(
         helper.make_node("Div", ["logits_uncalibrated", "temperature"], ["logits"], name="calibration_div")
     )
-    if fitted["ood"]["detector"] == "feature_norm":
-        reduce = helper.make_node("ReduceL2", [FEATURES_OUTPUT], ["ood_norm"], name="ood_norm", axes=[1], keepdims=0)
+    detector = fitted["ood"]["detector"]
+    if detector == "layer_statistics":
+        gaussian = fitted["statistics_gaussian"]
+        graph.initializer.extend(
+            [
+                numpy_helper.from_array(gaussian["whiten"].astype(np.float32), "ood_whiten"),
+                numpy_helper.from_array(gaussian["means"][0].astype(np.float32), "ood_whitened_mean"),
+            ]
+        )
+        graph.node.extend(
+            [
+                helper.make_node("MatMul", [STATISTICS_OUTPUT, "ood_whiten"], ["ood_whitened"], name="ood_whiten"),
+                helper.make_node("Sub", ["ood_whitened", "ood_whitened_mean"], ["ood_centred"], name="ood_centre"),
+                helper.make_node(
+                    "ReduceSumSquare", ["ood_centred"], ["ood_squared"], name="ood_squared", axes=[1], keepdims=0
+                ),
+                helper.make_node("Sqrt", ["ood_squared"], [OOD_OUTPUT], name="ood_distance"),
+            ]
+        )
     else:
-        reduce = helper.make_node("ReduceLogSumExp", ["logits"], ["ood_norm"], name="ood_lse", axes=[1], keepdims=0)
-    graph.node.extend([reduce, helper.make_node("Neg", ["ood_norm"], [OOD_OUTPUT], name="ood_neg")])
+        if detector == "feature_norm":
+            reduce = helper.make_node(
+                "ReduceL2", [FEATURES_OUTPUT], ["ood_norm"], name="ood_norm", axes=[1], keepdims=0
+            )
+        else:
+            reduce = helper.make_node("ReduceLogSumExp", ["logits"], ["ood_norm"], name="ood_lse", axes=[1], keepdims=0)
+        graph.node.extend([reduce, helper.make_node("Neg", ["ood_norm"], [OOD_OUTPUT], name="ood_neg")])
     for output in list(graph.output):
         if output.name == "logits_uncalibrated":
             output.name = "logits"
-        elif output.name == FEATURES_OUTPUT:
+        elif output.name in (FEATURES_OUTPUT, STATISTICS_OUTPUT):
             graph.output.remove(output)
     graph.output.append(helper.make_tensor_value_info(OOD_OUTPUT, TensorProto.FLOAT, ["batch"]))
     onnx.checker.check_model(model)

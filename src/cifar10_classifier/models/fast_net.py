@@ -131,8 +131,12 @@ class FoldedBlock(nn.Module):
         self.act = block.act
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.forward_with_pooled(x)[0]
+
+    def forward_with_pooled(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """-> (the block's output, the pooled activation of its first conv: (B, C, H/2, W/2))."""
         x = F.max_pool2d(self.act(self.conv1(x)), 2) if self.relu else self.act(F.max_pool2d(self.conv1(x), 2))
-        return self.act(self.conv2(x))
+        return self.act(self.conv2(x)), x
 
 
 class FoldedFastNet(nn.Module):
@@ -149,6 +153,22 @@ class FoldedFastNet(nn.Module):
     def features(self, x: torch.Tensor) -> torch.Tensor:  # (B, 3, H, W) -> (B, w3): what the head sees
         x = self.blocks(self.act(self.whiten(x)))
         return torch.amax(x, dim=(2, 3))
+
+    def features_and_statistics(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """-> (features, layer statistics (B, 2 w1 + w2)): the channel means and standard deviations of the first
+        block's pooled activations and the channel means of the second's. Textures and edges any image has, in
+        the proportions CIFAR-10's have: what the off-distribution score measures (export.served_outputs)."""
+        x = self.act(self.whiten(x))
+        statistics = []
+        for index, block in enumerate(self.blocks):
+            x, pooled = block.forward_with_pooled(x)  # type: ignore[operator]
+            if index < 2:
+                mean = pooled.mean(dim=(2, 3))
+                statistics.append(mean)
+                if index == 0:
+                    # sqrt(E[x^2] - E[x]^2): the population std in ops every ONNX runtime has.
+                    statistics.append(torch.sqrt(torch.clamp((pooled * pooled).mean(dim=(2, 3)) - mean * mean, min=0)))
+        return torch.amax(x, dim=(2, 3)), torch.cat(statistics, dim=1)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         return self.head(self.features(x))
