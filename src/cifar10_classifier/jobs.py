@@ -20,6 +20,7 @@ if TYPE_CHECKING:
     from cifar10_classifier.export.graph import ExportConfig
     from cifar10_classifier.resume import TrainedData
     from cifar10_classifier.training.distributed import DistributedContext
+    from cifar10_classifier.training.tensorboard_log import TensorBoardLog
 
 
 # Training images the off-distribution detector's Gaussian is fitted on (384 dimensions for fast-net).
@@ -41,20 +42,30 @@ class TrainJob:
     show_progress: bool = True
     evaluate: bool = True
     trained_data: TrainedData | None = None  # on resume: the data the run started on, which must be loaded again
+    tensorboard: bool = True  # event files in RUN/tensorboard/ (training.tensorboard_log)
 
 
 def run_training_job(job: TrainJob, dist: DistributedContext | None = None) -> dict:
-    """Train, save weights + card, and (rank 0) evaluate on the test split and write the report."""
+    """Train, save weights + card, and (rank 0) evaluate on the test split and write the report; rank 0 logs
+    all of it to TensorBoard unless job.tensorboard is off."""
+    from cifar10_classifier.training.distributed import DistributedContext
+    from cifar10_classifier.training.tensorboard_log import TensorBoardLog
+
+    dist = dist or DistributedContext()
+    run = RunFolder(job.out_dir)
+    # Closed on every way out, a crash and Ctrl-C included: the event files stay readable.
+    with TensorBoardLog.for_run(run, enabled=job.tensorboard, dist=dist) as board:
+        return _train_and_evaluate(job, dist, run, board)
+
+
+def _train_and_evaluate(job: TrainJob, dist: DistributedContext, run: RunFolder, board: TensorBoardLog) -> dict:
     import numpy as np
 
     from cifar10_classifier.data import DataError, load_dataset
     from cifar10_classifier.evaluation.metrics import evaluate_model
     from cifar10_classifier.models.weights import save_weights
     from cifar10_classifier.training import loop
-    from cifar10_classifier.training.distributed import DistributedContext
 
-    dist = dist or DistributedContext()
-    run = RunFolder(job.out_dir)
     try:
         dataset = load_dataset(
             job.data, cache_dir=job.cache_dir, download=job.download, skip_bad_images=job.skip_bad_images
@@ -67,7 +78,14 @@ def run_training_job(job: TrainJob, dist: DistributedContext | None = None) -> d
         job.trained_data.check(dataset.source, dataset.checksum)
     started = time.perf_counter()
     model, state, card = loop.train(
-        job.recipe, dataset, run, resume=job.resume, force=job.force, dist=dist, show_progress=job.show_progress
+        job.recipe,
+        dataset,
+        run,
+        resume=job.resume,
+        force=job.force,
+        dist=dist,
+        show_progress=job.show_progress,
+        board=board,
     )
     result = {"card": card, "history": state.history}
     if not dist.is_main:
@@ -102,6 +120,7 @@ def run_training_job(job: TrainJob, dist: DistributedContext | None = None) -> d
         card["train_and_eval_seconds"] = round(time.perf_counter() - started, 1)
         save_weights(model, run, card)
         result["metrics"] = metrics
+        board.final(metrics, job.recipe, state.history)
         if job.show_progress:
             print(
                 f"test accuracy {metrics['test_accuracy']:.4f}, with TTA {metrics['test_accuracy_tta']:.4f}; "

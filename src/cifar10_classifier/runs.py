@@ -6,6 +6,7 @@
     RUN/model.safetensors  the final weights, and RUN/model.json their card (models.weights)
     RUN/metrics.json       test metrics; curves.png, confusion.png, calibration.png, mistakes.png; report.md
     RUN/export/            model-fp32.onnx and model-int8.onnx, each with its card beside it
+    RUN/tensorboard/       TensorBoard event files of the training (training.tensorboard_log)
 
 Every write goes to a temporary name and is renamed: a crash never leaves half a file.
 """
@@ -97,6 +98,10 @@ class RunFolder:
     @property
     def export_dir(self) -> Path:
         return self.path / "export"
+
+    @property
+    def tensorboard_dir(self) -> Path:
+        return self.path / "tensorboard"
 
     def prepare(self, resume: bool, force: bool) -> bool:
         """-> True when there is a checkpoint to resume from. Never overwrites a run without --resume or --force."""

@@ -33,6 +33,12 @@ def register(commands) -> None:
     )
     train.add_argument("--force", action="store_true", help="overwrite an existing run folder")
     train.add_argument("--quiet", action="store_true", help="no progress output")
+    train.add_argument(
+        "--no-tensorboard",
+        dest="tensorboard",
+        action="store_false",
+        help="write no TensorBoard event files (default: RUN/tensorboard/, for `tensorboard --logdir runs`)",
+    )
     train.add_argument("--nproc", type=int, default=0, help="launch N processes with torchrun (DDP)")
     add_data_arguments(train)
     train.set_defaults(handler=run)
@@ -105,6 +111,7 @@ def run(args: argparse.Namespace) -> int:
             cache_dir=args.cache_dir,
             skip_bad_images=args.skip_bad_images,
             show_progress=not args.quiet,
+            tensorboard=args.tensorboard,
             trained_data=resolved.trained_data,
         )
 

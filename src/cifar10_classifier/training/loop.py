@@ -33,6 +33,7 @@ from cifar10_classifier.training.distributed import (
 from cifar10_classifier.training.optimizers import MuonSGD, lookahead_decay, lookahead_step
 from cifar10_classifier.training.progress import Progress
 from cifar10_classifier.training.recipes import Recipe
+from cifar10_classifier.training.tensorboard_log import TensorBoardLog
 from cifar10_classifier.training.tensors import normalized_tensor
 
 
@@ -229,6 +230,7 @@ def run_epoch(
     dist: DistributedContext,
     bf16: bool,
     progress: Progress,
+    board: TensorBoardLog,
 ) -> tuple[float, float, int]:
     """Train one epoch (1-based) of plan.steps_per_epoch steps -> (summed loss, correct, images) over all ranks.
 
@@ -271,9 +273,11 @@ def run_epoch(
             state.lookahead_average = lookahead_step(model, state.lookahead_average, decay)
 
         with torch.no_grad():
-            loss_sum += loss.detach() if recipe.loss_reduction == "sum" else loss.detach() * len(labels)
+            batch_loss_sum = loss.detach() if recipe.loss_reduction == "sum" else loss.detach() * len(labels)
+            loss_sum += batch_loss_sum
             correct += (logits.detach().argmax(1) == labels).sum()
         seen += len(labels)
+        board.step(global_step, batch_loss_sum, len(labels))
         done = (step_in_epoch + 1) * plan.global_batch
         progress.batch(epoch, done, plan.steps_per_epoch * plan.global_batch, started)
 
@@ -306,6 +310,7 @@ class TrainingRun:
     val_images: torch.Tensor
     val_labels: torch.Tensor
     progress: Progress
+    board: TensorBoardLog  # rank 0's TensorBoard writer, or one that writes nothing
     stopped_early: bool = False
 
 
@@ -318,6 +323,7 @@ def set_up_run(
     force: bool,
     dist: DistributedContext,
     show_progress: bool,
+    board: TensorBoardLog | None = None,
 ) -> TrainingRun:
     """Folder, device, precision, seeds, data tensors, model, optimizer and (when resuming) the checkpoint's state,
     in a fixed order: the same seed gives the same run."""
@@ -383,6 +389,9 @@ def set_up_run(
     flip_phase = torch.rand(len(train_labels), generator=torch.Generator().manual_seed(recipe.seed + 1)) < 0.5
     if plan.lookahead_period and state.lookahead_average is None:
         state.lookahead_average = lookahead_step(model, None, 0.0)
+    board = board or TensorBoardLog.off()
+    if dist.is_main:
+        board.start(state.epoch, plan.steps_per_epoch)
     return TrainingRun(
         recipe=recipe,
         dataset=dataset,
@@ -401,6 +410,7 @@ def set_up_run(
         val_images=val_images,
         val_labels=val_labels,
         progress=Progress(show_progress and dist.is_main, recipe.epochs),
+        board=board,
     )
 
 
@@ -421,6 +431,7 @@ def train_epoch(setup: TrainingRun) -> bool:
         dist=dist,
         bf16=setup.precision.bf16,
         progress=setup.progress,
+        board=setup.board,
     )
     epoch_seconds = time.perf_counter() - epoch_started
     state.train_seconds += epoch_seconds
@@ -450,6 +461,9 @@ def train_epoch(setup: TrainingRun) -> bool:
         track_validation(state, row["val_loss"], recipe, setup.model)
     stop = bool(recipe.early_stopping_patience and state.epochs_since_best >= recipe.early_stopping_patience)
     if dist.is_main:
+        # The epoch's events before its checkpoint: interrupted in between, the resumed run redoes the epoch and
+        # drops those events, where the other order would leave a checkpointed epoch without its events.
+        setup.board.epoch_end(row)
         save_checkpoint(setup.run.checkpoint, setup.model, setup.optimizer, state, setup.generator)
         setup.run.write_history(state.history)
     eta = (recipe.epochs - epoch) * state.train_seconds / max(1, epoch)
@@ -485,11 +499,21 @@ def train(
     force: bool = False,
     dist: DistributedContext | None = None,
     show_progress: bool = True,
+    board: TensorBoardLog | None = None,
 ) -> tuple[torch.nn.Module, TrainState, dict]:
-    """Train `recipe` on `dataset` into the run folder `out_dir` -> (model with final weights, state, card)."""
+    """Train `recipe` on `dataset` into the run folder `out_dir` -> (model with final weights, state, card).
+
+    board: the run's TensorBoard log (none by default); the caller closes it, after logging the final results."""
     run = out_dir if isinstance(out_dir, RunFolder) else RunFolder(Path(out_dir))
     setup = set_up_run(
-        recipe, dataset, run, resume=resume, force=force, dist=dist or DistributedContext(), show_progress=show_progress
+        recipe,
+        dataset,
+        run,
+        resume=resume,
+        force=force,
+        dist=dist or DistributedContext(),
+        show_progress=show_progress,
+        board=board,
     )
     while setup.state.epoch < recipe.epochs:
         if train_epoch(setup):
