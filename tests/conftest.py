@@ -2,10 +2,11 @@
 
 from __future__ import annotations
 
+from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
-from support import build_tiny_onnx, tiny_dataset, tiny_recipe
+from support import build_tiny_onnx, server_process, tiny_dataset, tiny_recipe
 
 
 @pytest.fixture(autouse=True)
@@ -38,3 +39,11 @@ def trained_run(tmp_path_factory):
     finally:
         data_module.load_dataset = original
     return out_dir, dataset
+
+
+@pytest.fixture(scope="session")
+def bundled_server() -> Iterator[str]:
+    """A real `cifar10 serve` process on the bundled model, its base URL: one worker, and a 300 kB upload limit a
+    test reaches cheaply. Started once, for the client, the `predict --url` and the lingering-close tests."""
+    with server_process("--workers", "1", "--max-upload-bytes", "300000") as (base, _):
+        yield base

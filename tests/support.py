@@ -5,8 +5,16 @@ A plain module, not conftest.py: `from conftest import ...` is ambiguous once te
 
 from __future__ import annotations
 
+import contextlib
 import io
 import json
+import os
+import signal
+import socket
+import subprocess
+import sys
+import time
+from collections.abc import Iterator
 from pathlib import Path
 
 import numpy as np
@@ -15,7 +23,8 @@ from PIL import Image
 
 from cifar10_classifier import CLASSES
 
-SHARED_ARCHIVE = Path(__file__).resolve().parents[1].parent / "shared" / "datasets" / "cifar10-jpeg.tar.gz"
+ROOT = Path(__file__).resolve().parents[1]
+SHARED_ARCHIVE = ROOT.parent / "shared" / "datasets" / "cifar10-jpeg.tar.gz"
 
 
 def shared_archive_or_skip() -> Path:
@@ -120,3 +129,45 @@ def write_image_folder(dataset, root: Path) -> Path:
             path.parent.mkdir(parents=True, exist_ok=True)
             path.write_bytes(png_bytes(np.asarray(image)))
     return root
+
+
+def free_port() -> int:
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        return probe.getsockname()[1]
+
+
+@contextlib.contextmanager
+def server_process(*serve_args: str, ready_within_s: float = 60.0) -> Iterator[tuple[str, subprocess.Popen]]:
+    """`python -m cifar10_classifier serve ARGS` on a free port, yielded as (base URL, process) once /readyz
+    answers 200, and stopped with SIGTERM after. The test's own CIFAR10_* variables are not handed on."""
+    import httpx
+
+    port = free_port()
+    command = [sys.executable, "-m", "cifar10_classifier", "serve", "--port", str(port), "--log-level", "warning"]
+    env = {key: value for key, value in os.environ.items() if not key.startswith("CIFAR10_")}
+    process = subprocess.Popen(
+        [*command, *serve_args], cwd=ROOT, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT
+    )
+    base = f"http://127.0.0.1:{port}"
+    deadline = time.monotonic() + ready_within_s
+    try:
+        while True:
+            if process.poll() is not None:
+                pytest.fail(f"the server exited: {process.stdout.read().decode(errors='replace')}")
+            try:
+                if httpx.get(f"{base}/readyz", timeout=1).status_code == 200:
+                    break
+            except httpx.HTTPError:
+                pass
+            if time.monotonic() > deadline:
+                pytest.fail(f"the server was not ready within {ready_within_s:g} s")
+            time.sleep(0.1)
+        yield base, process
+    finally:
+        if process.poll() is None:
+            process.send_signal(signal.SIGTERM)
+            try:
+                process.wait(20)
+            except subprocess.TimeoutExpired:
+                process.kill()

@@ -10,14 +10,13 @@ from __future__ import annotations
 import copy
 import json
 import os
-import socket
 import subprocess
 import sys
 from pathlib import Path
 
 import pytest
 import torch
-from support import tiny_dataset, write_image_folder
+from support import free_port, tiny_dataset, write_image_folder
 
 from cifar10_classifier.training.loop import train
 from cifar10_classifier.training.recipes import resolve_recipe
@@ -42,12 +41,6 @@ FAST = {
     "sync_batchnorm": True,
 }
 STEPS_PER_EPOCH = 200 // 40  # tiny_dataset(): 200 training images, no validation split in `fast`
-
-
-def free_port() -> int:
-    with socket.socket() as probe:
-        probe.bind(("127.0.0.1", 0))
-        return probe.getsockname()[1]
 
 
 def worker_command(torchrun_flags: list[str], config: Path, recipe: str = "fast") -> list[str]:

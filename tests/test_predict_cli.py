@@ -1,6 +1,7 @@
 import json
 
 import numpy as np
+import pytest
 from support import color_tile, png_bytes
 
 from cifar10_classifier.cli import main
@@ -82,3 +83,43 @@ def test_without_the_field_nothing_is_marked(tiny_onnx_model, tmp_path, capsys):
     good, _, _ = _write_images(tmp_path)
     assert main(["predict", str(good), "--model", str(tiny_onnx_model)]) == 0
     assert "none of the 10 classes" not in capsys.readouterr().out
+
+
+def test_predict_url_prints_what_the_local_model_prints(bundled_server, tmp_path, capsys):
+    """The server serves the bundled model, the default of a local `predict`: the same lines either way."""
+    good, photo, bad = _write_images(tmp_path)
+    args = ["predict", str(good), str(bad), str(photo), str(tmp_path / "missing.png"), "--top-k", "2"]
+    for extra in ([], ["--json"]):
+        assert main([*args, *extra]) == 1
+        local = capsys.readouterr()
+        assert main([*args, *extra, "--url", bundled_server]) == 1
+        remote = capsys.readouterr()
+        assert remote.out == local.out and remote.err == local.err
+    assert "2 of 4 images failed" in remote.err
+
+
+def test_predict_url_marks_an_off_distribution_image(bundled_server, tmp_path, capsys):
+    noise = tmp_path / "noise.png"
+    noise.write_bytes(png_bytes(np.random.default_rng(0).integers(0, 256, (64, 64, 3), dtype=np.uint8)))
+    assert main(["predict", str(noise), "--url", bundled_server]) == 0
+    assert capsys.readouterr().out.rstrip().endswith("[none of the 10 classes?]")
+
+
+def test_predict_url_without_a_server_is_one_line_and_exit_2(tmp_path, capsys):
+    from support import free_port
+
+    good, _, _ = _write_images(tmp_path)
+    url = f"http://127.0.0.1:{free_port()}"
+    assert main(["predict", str(good), "--url", url]) == 2
+    captured = capsys.readouterr()
+    assert captured.out == "" and captured.err.startswith(f"error: cannot connect to {url}")
+    assert len(captured.err.strip().splitlines()) == 1
+
+
+def test_predict_url_refuses_explain_and_model(tiny_onnx_model, tmp_path, capsys):
+    good, _, _ = _write_images(tmp_path)
+    assert main(["predict", str(good), "--url", "http://127.0.0.1:9", "--explain", str(tmp_path / "why.png")]) == 2
+    assert "--explain needs a local model" in capsys.readouterr().err
+    with pytest.raises(SystemExit):
+        main(["predict", str(good), "--url", "http://127.0.0.1:9", "--model", str(tiny_onnx_model)])
+    assert "not allowed with argument" in capsys.readouterr().err

@@ -14,7 +14,7 @@ from pathlib import Path
 import numpy as np
 from fastapi.testclient import TestClient
 from PIL import Image
-from support import build_tiny_onnx, color_tile  # noqa: F401 - re-exported for the serving tests
+from support import build_tiny_onnx, color_tile, free_port  # noqa: F401 - re-exported for the serving tests
 
 from cifar10_classifier.serve.app import create_app
 from cifar10_classifier.serve.settings import Settings
@@ -149,14 +149,6 @@ def metric_value(client: TestClient, name: str) -> float:
         if line.startswith(name + " ") or line.startswith(name + "{"):
             return float(line.rsplit(" ", 1)[1])
     raise AssertionError(f"metric {name} not found")
-
-
-def free_port() -> int:
-    import socket
-
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return sock.getsockname()[1]
 
 
 @contextlib.contextmanager

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import os
 import signal
 import subprocess
 import sys
@@ -13,6 +12,7 @@ import httpx
 import pytest
 import serve_support as images
 from serve_support import free_port
+from support import server_process
 
 from cifar10_classifier import CLASSES
 
@@ -23,33 +23,8 @@ ROOT = Path(__file__).resolve().parents[2]
 @pytest.fixture(scope="module")
 def server(tiny_model):
     """Two workers, as `make serve` runs them: covers the shared metrics and the settings handed to workers."""
-    port = free_port()
-    command = [sys.executable, "-m", "cifar10_classifier", "serve", "--model", str(tiny_model), "--port", str(port)]
-    command += ["--workers", "2", "--max-upload-bytes", "300000", "--log-level", "warning"]
-    env = {key: value for key, value in os.environ.items() if not key.startswith("CIFAR10_")}
-    process = subprocess.Popen(command, cwd=ROOT, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT)
-    base = f"http://127.0.0.1:{port}"
-    deadline = time.monotonic() + 60
-    try:
-        while True:
-            if process.poll() is not None:
-                pytest.fail(f"the server exited: {process.stdout.read().decode(errors='replace')}")
-            try:
-                if httpx.get(f"{base}/readyz", timeout=1).status_code == 200:
-                    break
-            except httpx.HTTPError:
-                pass
-            if time.monotonic() > deadline:
-                pytest.fail("the server was not ready within 60 s")
-            time.sleep(0.1)
-        yield base, process
-    finally:
-        if process.poll() is None:
-            process.send_signal(signal.SIGTERM)
-            try:
-                process.wait(20)
-            except subprocess.TimeoutExpired:
-                process.kill()
+    with server_process("--model", str(tiny_model), "--workers", "2", "--max-upload-bytes", "300000") as served:
+        yield served
 
 
 def test_a_real_upload_gets_a_prediction(server):

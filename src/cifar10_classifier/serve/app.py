@@ -15,6 +15,7 @@ from cifar10_classifier import __version__
 from cifar10_classifier.serve.context import ServerContext
 from cifar10_classifier.serve.errors import JSONBytesResponse, install_error_handlers
 from cifar10_classifier.serve.guard import RequestGuard
+from cifar10_classifier.serve.linger import LingeringClose
 from cifar10_classifier.serve.model import PredictorLike
 from cifar10_classifier.serve.routes import explain, ops, page, predict, v2
 from cifar10_classifier.serve.settings import Settings
@@ -59,6 +60,8 @@ def create_app(settings: Settings | None = None, *, predictor: PredictorLike | N
     app.mount("/static", page.static_files(), name="static")
     page.add_offline_docs(app)
     app.add_middleware(RequestGuard, settings=settings, metrics=context.metrics)
+    # Outside the guard (added last), so its 429 lingers too and no drain holds an admission slot.
+    app.add_middleware(LingeringClose, settings=settings)
     return app
 
 
