@@ -5,7 +5,7 @@
 Candidates, each with the convention higher = more off-distribution: 1 - max softmax probability (MSP), energy
 (-logsumexp of the calibrated logits), the Mahalanobis distance of the penultimate features to the nearest class
 mean (shared covariance; raw, and on L2-normalized features), minus the features' L2 norm, and the Mahalanobis
-distance of the first blocks' channel statistics to one Gaussian fitted on training images (what the export serves).
+distance of the first two blocks' channel means to one Gaussian fitted on training images (what the export serves).
 Each gets its threshold at 95% kept on the held-out training images the export used (the card says which; never test
 images), then is reported on the CIFAR-10 test split (share kept, tile accuracy) and on off-distribution sets:
 uniform and Gaussian noise, flat colours, colour gradients, test images with their 4x4 or 8x8 pixel patches

@@ -77,7 +77,7 @@ def _calibration_and_ood_lines(card: dict) -> list[str]:
         )
     if ood:
         lines.append(
-            f"- Off-distribution flag: output `{ood['output']}` is the {ood['score']}. A prediction is "
+            f"- Off-distribution flag: output `{ood['output']}`, the {ood['score']}. A prediction is "
             f"`in_distribution` when it is <= {ood['threshold']:.6g}, the threshold that keeps "
             f"{ood['keep_rate_target']:.0%} of {ood['threshold_fit_on']}. It keeps {ood['test_kept']:.1%} of the "
             "test images; the detector comparison and false-positive rates on off-distribution sets are in "

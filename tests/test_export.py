@@ -213,7 +213,7 @@ def test_layer_statistics_detector_runs_in_the_graph_as_numpy_computes_it(traine
         _, _, plain_statistics = inference_graph(model, 0, with_features=True)(torch.from_numpy(test))
     np.testing.assert_allclose(statistics.numpy(), plain_statistics.numpy(), rtol=1e-5, atol=1e-6)
     widths = card["model_config"]["widths"]
-    assert statistics.shape == (len(test), 2 * widths[0] + widths[1])
+    assert statistics.shape == (len(test), widths[0] + widths[1])
 
     path = tmp_path / "stage.onnx"
     export_onnx(graph, path, card)

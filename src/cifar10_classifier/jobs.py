@@ -23,7 +23,7 @@ if TYPE_CHECKING:
     from cifar10_classifier.training.tensorboard_log import TensorBoardLog
 
 
-# Training images the off-distribution detector's Gaussian is fitted on (384 dimensions for fast-net).
+# Training images the off-distribution detector's Gaussian is fitted on (320 dimensions for fast-large).
 STATISTICS_FIT_IMAGES = 5000
 
 

@@ -9,7 +9,8 @@ import numpy as np
 
 from cifar10_classifier.export.graph import ExportConfig
 
-QUANTIZED_OP_TYPES = ["Conv", "MatMul", "Gemm", "MaxPool", "Relu"]
+# GlobalAveragePool: the off-distribution statistics, which then run on the uint8 activations (no fp32 copy of them).
+QUANTIZED_OP_TYPES = ["Conv", "MatMul", "Gemm", "MaxPool", "Relu", "GlobalAveragePool"]
 
 
 class _CalibrationReader:

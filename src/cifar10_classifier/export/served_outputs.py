@@ -1,7 +1,7 @@
 """Calibration and the off-distribution score, fitted on each exported graph's own outputs and baked into it.
 
 The stage graph has outputs "logits" and, for networks that have them, "features" (the penultimate vector the head
-sees) and "statistics" (channel means and standard deviations of the first blocks' activations). For each file
+sees) and "statistics" (the channel means of the first two blocks' activations). For each file
 (fp32, and the int8 candidate that is served) this fits, on that file's own outputs:
 
 - the temperature T on held-out training images, baked in as a Div: "logits" becomes logits / T, so the
@@ -16,8 +16,8 @@ The layer statistics were chosen by measurement (bench/ood.py on the bundled fas
 docs/experiments.md): images of no class have other textures and edges in other proportions than CIFAR-10's,
 which the early layers see before the max-pools discard it, so they flag the patch-shuffled images the
 penultimate features' norm (the next best) lets through, as well as every noise, flat-colour and gradient image.
-The added nodes run in fp32 after the quantized graph. The test split is only reported on (ECE before and after,
-the share of test images kept), never fitted on.
+The means are int8 global average pools inside the quantized graph; the distance's few nodes run in fp32 after
+it. The test split is only reported on (ECE before and after, the share of test images kept), never fitted on.
 """
 
 from __future__ import annotations
@@ -83,7 +83,7 @@ def fit_served_outputs(stage_path: Path, images: FitImages) -> dict:
     extra: dict = {}
     if STATISTICS_OUTPUT in held and images.statistics_fit is not None:
         detector = "layer_statistics"
-        description = "the Mahalanobis distance of the first blocks' channel statistics to training images'"
+        description = "Mahalanobis distance of the first two blocks' channel means to those of training images"
         fit_statistics = run_outputs(stage_path, images.statistics_fit)[STATISTICS_OUTPUT]
         gaussian = cal.fit_mahalanobis(fit_statistics, np.zeros(len(fit_statistics), np.int64))
         result["statistics_gaussian"] = gaussian
