@@ -21,6 +21,8 @@ def test_flags_override_the_environment_which_overrides_defaults(monkeypatch):
     assert settings.port == 9002  # the flag wins
     assert settings.max_wait_ms == 4.5  # the environment fills what no flag set
     assert settings.workers == 2 and settings.model == Path("m.onnx")
+    lingering = resolve_settings(parse("--linger-max-bytes", "1024", "--linger-timeout", "0.5"))
+    assert (lingering.linger_max_bytes, lingering.linger_timeout_s) == (1024, 0.5)
 
 
 def test_workers_split_the_cores_instead_of_oversubscribing(monkeypatch):

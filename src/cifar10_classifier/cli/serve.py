@@ -27,6 +27,8 @@ _FLAGS = {
     "max_in_flight": "max_in_flight",
     "timeout": "request_timeout_s",
     "max_upload_bytes": "max_upload_bytes",
+    "linger_max_bytes": "linger_max_bytes",
+    "linger_timeout": "linger_timeout_s",
     "log_level": "log_level",
 }
 
@@ -48,6 +50,10 @@ def register(commands) -> None:
     parser.add_argument("--max-in-flight", type=int, help="requests in flight per worker before answering 429")
     parser.add_argument("--timeout", type=float, help="seconds before a request is answered 504")
     parser.add_argument("--max-upload-bytes", type=int, help="largest request body accepted (413 past it)")
+    parser.add_argument(
+        "--linger-max-bytes", type=int, help="after an early answer (a 413), body bytes read and dropped before closing"
+    )
+    parser.add_argument("--linger-timeout", type=float, help="seconds the rest of such a body is read for (default 5)")
     parser.add_argument("--log-level", choices=["critical", "error", "warning", "info", "debug"])
     parser.add_argument("--access-log", action="store_true", help="log every request (costs throughput)")
     parser.set_defaults(handler=run)
