@@ -4,14 +4,16 @@ limit, readiness, and a server that is not there."""
 from __future__ import annotations
 
 import io
+import socket
+import time
 
 import httpx
 import numpy as np
 import pytest
-from support import free_port, png_bytes
+from support import free_port, png_bytes, server_process
 
 from cifar10_classifier import CLASSES
-from cifar10_classifier.client import Client, ClientError, FailedPrediction, Prediction
+from cifar10_classifier.client import Client, ClientError, FailedPrediction, Prediction, RetryPolicy
 
 pytestmark = pytest.mark.slow
 
@@ -151,3 +153,33 @@ def test_client_error_is_a_user_error_so_the_cli_prints_one_line():
     assert issubclass(ClientError, UserError)
     assert str(ClientError("no answer", code="timeout")) == "no answer"
     assert str(ClientError("too big", code="upload_too_large", status=413)) == "HTTP 413 upload_too_large: too big"
+
+
+def test_a_real_servers_429_is_retried_after_its_retry_after(tmp_path):
+    """A server that admits one request at a time, its slot held by an upload that stalls mid-body: the client's
+    request gets the real 429 with Retry-After, and is retried after that long once the slot is free."""
+    with server_process("--workers", "1", "--max-in-flight", "1") as (base, _):
+        port = int(base.rsplit(":", 1)[1])
+        stalled = socket.create_connection(("127.0.0.1", port))
+        stalled.sendall(
+            b"POST /predict HTTP/1.1\r\nHost: x\r\nContent-Type: multipart/form-data; boundary=b\r\n"
+            b"Content-Length: 100000\r\n\r\n--b\r\n"
+        )
+        try:
+            with pytest.raises(ClientError) as refused:
+                Client(base, retry=RetryPolicy(max_attempts=1)).predict(photo_jpeg())
+            assert refused.value.status == 429 and refused.value.code == "too_many_requests"
+
+            waits: list[float] = []
+
+            def free_the_slot_then_wait(seconds: float) -> None:
+                waits.append(seconds)
+                stalled.close()  # the stalled upload ends; its slot is free when the client asks again
+                time.sleep(min(seconds, 0.5))
+
+            prediction = Client(base, retry=RetryPolicy(max_attempts=3), sleep=free_the_slot_then_wait).predict(
+                photo_jpeg()
+            )
+            assert prediction.class_name in CLASSES and waits == [1.0]  # the server's Retry-After: 1
+        finally:
+            stalled.close()
