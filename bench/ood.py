@@ -33,6 +33,7 @@ from PIL import Image
 from cifar10_classifier import calibration as cal
 from cifar10_classifier.data import load_dataset, stratified_split
 from cifar10_classifier.inference import OOD_OUTPUT, Predictor, bundled_model_path
+from cifar10_classifier.jobs import STATISTICS_FIT_IMAGES
 
 CANDIDATES = ("msp", "energy", "mahalanobis", "mahalanobis_l2_normalized", "feature_norm", "layer_statistics")
 STATISTICS = "statistics"  # the layer statistics tensor of graphs exported with them (export.served_outputs)
@@ -166,7 +167,12 @@ def main() -> int:
     parser.add_argument("--data", default=str(DEFAULT_DATA))
     parser.add_argument("--test-images", type=int, default=10000)
     parser.add_argument("--ood-images", type=int, default=1000, help="images per off-distribution set")
-    parser.add_argument("--means-images", type=int, default=5000, help="class-mean fit, models without ood_score")
+    parser.add_argument(
+        "--means-images",
+        type=int,
+        default=STATISTICS_FIT_IMAGES,
+        help="training images the class means and the layer-statistics Gaussian are fitted on (the export's number)",
+    )
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--name", default="ood", help="results file name under bench/results/")
     args = parser.parse_args()
@@ -212,7 +218,8 @@ def main() -> int:
         temperature = 1.0 if predictor.has_ood else cal.fit_temperature(held[logits_name], train_labels[held_out])
         if "mahalanobis" in candidate_names:
             rest = np.setdiff1d(np.arange(len(train_labels)), held_out)
-            _, drawn = stratified_split(train_labels[rest], min(0.99, args.means_images / len(rest)), args.seed)
+            # The export's draw (jobs._fit_images): its seed is the run's, the one the held-out split used.
+            _, drawn = stratified_split(train_labels[rest], min(0.99, args.means_images / len(rest)), split["seed"])
             means_outputs = outputs(np.asarray(dataset.train.images_uint8)[rest[drawn]])
             means_features = means_outputs[features_name]
             mahalanobis = cal.fit_mahalanobis(means_features, train_labels[rest[drawn]])

@@ -138,6 +138,9 @@ def test_killed_rank_fails_the_job_and_the_run_resumes_to_the_same_weights(two_r
 
     # Resumed as a user would: no recipe flags, so rank 0 reads them from the run folder and tells rank 1.
     resume_command = [*TORCHRUN, *STANDALONE, str(WORKER), "train", "--out", "run", "--quiet", "--resume"]
+    contradicted = launch([*resume_command, "--seed", "9"], tmp_path)
+    assert contradicted.returncode != 0
+    assert contradicted.stderr.count("seed is 0 in the run, 9 given") == 1, contradicted.stderr  # rank 0 says it
     resumed = launch(resume_command, tmp_path, WORKER_WEIGHTS_DIR=str(weights))
     assert resumed.returncode == 0, resumed.stderr
     history = json.loads((tmp_path / "rank0" / "run" / "history.json").read_text())

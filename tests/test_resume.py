@@ -172,3 +172,36 @@ def test_plan_resume_without_a_checkpoint_or_config(tmp_path):
     with pytest.raises(RunFolderError, match="its recipe cannot be read"):
         plan_resume(run, recipe_name=None, overrides={}, data=None)
     assert issubclass(ResumeError, Exception)
+
+
+def test_skipping_bad_images_only_on_resume_is_refused(interrupted_run, capsys):
+    assert main(["train", "--out", str(interrupted_run), "--resume", "--skip-bad-images"]) == 2
+    error = capsys.readouterr().err.strip()
+    assert "--skip-bad-images was off" in error and len(error.splitlines()) == 1
+    assert json.loads((interrupted_run / "config.json").read_text())["data"]["skip_bad_images"] is False
+
+
+def test_the_runs_data_changed_in_place_is_refused_without_blaming_data(interrupted_run, data_folder, tmp_path, capsys):
+    import shutil
+
+    moved = tmp_path / "changed"
+    shutil.copytree(data_folder, moved)
+    (next((moved / "train").rglob("*.png"))).write_bytes((next((moved / "test").rglob("*.png"))).read_bytes())
+    config_path = interrupted_run / "config.json"
+    config = json.loads(config_path.read_text())
+    config["data"]["path"] = str(moved)
+    config_path.write_text(json.dumps(config))
+    assert main(["train", "--out", str(interrupted_run), "--resume"]) == 2
+    error = capsys.readouterr().err.strip()
+    assert "has changed since the run started" in error and "--data " + str(moved) not in error
+
+
+def test_a_run_stopped_in_its_first_epoch_is_told_to_start_with_force(data_folder, tmp_path, monkeypatch, capsys):
+    out = tmp_path / "run"
+    with monkeypatch.context() as patched:
+        patched.setattr(loop, "run_epoch", lambda *a, **k: (_ for _ in ()).throw(KeyboardInterrupt))
+        start = ["train", "--recipe", "fast-small", *SHRUNK["fast-small"], "--data", str(data_folder), "--quiet"]
+        assert main([*start, "--out", str(out)]) == 130
+    capsys.readouterr()
+    assert main(["train", "--out", str(out), "--resume"]) == 2
+    assert "stopped before its first epoch ended); start it again with --force" in capsys.readouterr().err

@@ -29,6 +29,8 @@ class TrainedData:
 
     source: str
     sha256: str
+    skip_bad_images: bool = False
+    given: bool = False  # --data was given on resume (else the run's own source is loaded)
 
     def unloadable(self, error: Exception) -> ResumeError:
         return ResumeError(
@@ -37,11 +39,17 @@ class TrainedData:
         )
 
     def check(self, source: str, sha256: str) -> None:
-        if sha256 != self.sha256:
+        if sha256 == self.sha256:
+            return
+        if not self.given:
             raise ResumeError(
-                f"--resume: --data {source} (sha256 {sha256[:12]}...) is not the dataset this run trained on, "
-                f"{self.source} (sha256 {self.sha256[:12]}...); pass that one, or drop --data to use it"
+                f"--resume: the run's data {source} has changed since the run started (sha256 {sha256[:12]}..., "
+                f"the run's {self.sha256[:12]}...); pass --data with the dataset the run trained on"
             )
+        raise ResumeError(
+            f"--resume: --data {source} (sha256 {sha256[:12]}...) is not the dataset this run trained on, "
+            f"{self.source} (sha256 {self.sha256[:12]}...); pass that one, or drop --data to use it"
+        )
 
 
 @dataclass(frozen=True)
@@ -52,6 +60,7 @@ class TrainingPlan:
     data: str | None  # the source to load: the one given, or the resumed run's own
     trained_data: TrainedData | None = None  # None for a new run, or an older one without a config
     changed: dict[str, tuple[Any, Any]] = field(default_factory=dict)  # on resume: field -> (run's, new value)
+    skip_bad_images: bool = False  # on resume: the run's own choice
 
 
 def _flat(recipe: Recipe) -> dict[str, Any]:
@@ -62,19 +71,24 @@ def _flat(recipe: Recipe) -> dict[str, Any]:
 
 
 def plan_resume(
-    run: RunFolder, *, recipe_name: str | None, overrides: dict[str, Any], data: str | None
+    run: RunFolder,
+    *,
+    recipe_name: str | None,
+    overrides: dict[str, Any],
+    data: str | None,
+    skip_bad_images: bool = False,
 ) -> TrainingPlan:
     """The run's recipe with the allowed `overrides`, and the data to load; raises ResumeError on a contradiction.
 
     A folder without config.json (an older run) resumes from the flags as given, as it did before.
     """
     if not run.checkpoint.is_file():
-        raise RunFolderError(f"{run.path}: nothing to resume (no {run.checkpoint.name}); drop --resume to start anew")
+        raise run.nothing_to_resume()
     config = run.read_config()
     if config is None:
         from cifar10_classifier.training.recipes import resolve_recipe
 
-        return TrainingPlan(resolve_recipe(recipe_name or "fast", overrides), data)
+        return TrainingPlan(resolve_recipe(recipe_name or "fast", overrides), data, skip_bad_images=skip_bad_images)
     try:
         trained = Recipe.from_dict(config["recipe"])
     except (KeyError, TypeError, RecipeError) as error:
@@ -104,9 +118,13 @@ def plan_resume(
     run_data = config.get("data") or {}
     # `path` is absolute (runs since it was recorded); `source` is as the user typed it.
     own_source = run_data.get("path") or run_data.get("source")
+    run_skips = bool(run_data.get("skip_bad_images", False))
+    if skip_bad_images and not run_skips:
+        # Skipping changes the training arrays (and so the split) under the same checksum.
+        raise ResumeError(f"--resume: --skip-bad-images was off in {run.path}, given now; drop it to continue the run")
     trained_data = None
     if own_source and "sha256" in run_data:
-        trained_data = TrainedData(str(own_source), str(run_data["sha256"]))
+        trained_data = TrainedData(str(own_source), str(run_data["sha256"]), run_skips, given=data is not None)
     if data is None and trained_data is not None:
         data = trained_data.source  # TrainedData.unloadable() explains it if it is gone
-    return TrainingPlan(given, data, trained_data, changed)
+    return TrainingPlan(given, data, trained_data, changed, skip_bad_images=run_skips or skip_bad_images)

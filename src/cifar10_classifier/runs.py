@@ -107,9 +107,7 @@ class RunFolder:
         """-> True when there is a checkpoint to resume from. Never overwrites a run without --resume or --force."""
         if resume:
             if not self.checkpoint.is_file():
-                raise RunFolderError(
-                    f"{self.path}: nothing to resume (no {self.checkpoint.name}); drop --resume to start anew"
-                )
+                raise self.nothing_to_resume()
             return True
         if self.path.exists() and any(self.path.iterdir()) and not force:
             raise RunFolderError(
@@ -119,6 +117,17 @@ class RunFolder:
             self.checkpoint.unlink()
         self.path.mkdir(parents=True, exist_ok=True)
         return False
+
+    def nothing_to_resume(self) -> RunFolderError:
+        if self.path.is_dir() and any(self.path.iterdir()):
+            # Stopped before its first epoch ended: its config is written, so a plain start would be refused too.
+            return RunFolderError(
+                f"{self.path}: nothing to resume (no {self.checkpoint.name}: the run stopped before its first "
+                "epoch ended); start it again with --force instead of --resume"
+            )
+        return RunFolderError(
+            f"{self.path}: nothing to resume (no {self.checkpoint.name}); drop --resume to start anew"
+        )
 
     # Typed reads and writes
     def write_config(self, config: dict[str, Any]) -> None:

@@ -147,6 +147,16 @@ def test_a_server_that_is_not_up_raises_one_clear_error():
         )
 
 
+def test_an_address_that_is_no_url_raises_one_clear_error(capsys):
+    from cifar10_classifier.cli import main
+
+    with pytest.raises(ClientError) as raised:
+        Client("http://host:abc")
+    assert raised.value.code == "invalid_url" and "give one like http://host:8000" in str(raised.value)
+    assert main(["predict", "x.png", "--url", "http://host:abc"]) == 2
+    assert len(capsys.readouterr().err.strip().splitlines()) == 1
+
+
 def test_client_error_is_a_user_error_so_the_cli_prints_one_line():
     from cifar10_classifier.errors import UserError
 

@@ -112,3 +112,16 @@ def test_an_early_answer_of_any_kind_lingers_and_closes(client):
     refused = client.post("/predict", content=b"x" * 1000, headers={"content-type": "image/png"})
     assert refused.status_code == 415 and refused.headers["connection"] == "close"
     assert client.get("/healthz").headers.get("connection") is None  # no body, nothing to linger for
+
+
+def test_past_the_lingering_connections_bound_a_connection_closes_at_once(tiny_model):
+    """With no lingering slot free, an early answer closes at once instead of reading the rest for 30 s."""
+    settings = Settings(
+        model=tiny_model, max_upload_bytes=64 * 1024, linger_timeout_s=30, linger_max_connections=0, warmup_runs=0
+    )
+    with threaded_server(create_app(settings)) as base:
+        port = int(base.rsplit(":", 1)[1])
+        with socket.create_connection(("127.0.0.1", port), timeout=5) as connection:
+            connection.sendall(f"{HEAD}Content-Length: {512 * 1024}\r\n\r\n".encode() + b"\x00" * 100_000)
+            answer, _ = read_all(connection)  # a socket.timeout here: the server lingered
+    assert answer.startswith(b"HTTP/1.1 413 ")

@@ -5,6 +5,8 @@ from __future__ import annotations
 import argparse
 from pathlib import Path
 
+import pytest
+
 from cifar10_classifier.cli import build_parser
 from cifar10_classifier.cli.serve import resolve_settings, settings_environment
 from cifar10_classifier.serve.settings import Settings
@@ -40,3 +42,13 @@ def test_every_worker_reads_back_the_same_settings(monkeypatch):
     for name, value in settings_environment(settings).items():
         monkeypatch.setenv(name, value)
     assert Settings() == settings
+
+
+def test_an_impossible_setting_is_one_line_naming_it(monkeypatch):
+    from cifar10_classifier.errors import UserError
+
+    with pytest.raises(UserError, match=r"invalid server setting: linger_timeout_s: .*-1"):
+        resolve_settings(parse("--linger-timeout", "-1"))
+    monkeypatch.setenv("CIFAR10_LINGER_MAX_BYTES", "lots")
+    with pytest.raises(UserError, match="linger_max_bytes"):
+        resolve_settings(parse())

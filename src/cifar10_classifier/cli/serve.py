@@ -29,6 +29,7 @@ _FLAGS = {
     "max_upload_bytes": "max_upload_bytes",
     "linger_max_bytes": "linger_max_bytes",
     "linger_timeout": "linger_timeout_s",
+    "linger_max_connections": "linger_max_connections",
     "log_level": "log_level",
 }
 
@@ -54,16 +55,27 @@ def register(commands) -> None:
         "--linger-max-bytes", type=int, help="after an early answer (a 413), body bytes read and dropped before closing"
     )
     parser.add_argument("--linger-timeout", type=float, help="seconds the rest of such a body is read for (default 5)")
+    parser.add_argument("--linger-max-connections", type=int, help="connections lingering at once (default 32)")
     parser.add_argument("--log-level", choices=["critical", "error", "warning", "info", "debug"])
     parser.add_argument("--access-log", action="store_true", help="log every request (costs throughput)")
     parser.set_defaults(handler=run)
 
 
 def resolve_settings(args: argparse.Namespace) -> Settings:
+    from pydantic import ValidationError
+
+    from cifar10_classifier.errors import UserError
     from cifar10_classifier.inference import default_threads
 
     overrides = {field: getattr(args, flag) for flag, field in _FLAGS.items() if getattr(args, flag, None) is not None}
-    settings = Settings(**overrides)
+    try:
+        settings = Settings(**overrides)
+    except ValidationError as error:  # from a flag or a CIFAR10_* variable: name it, in one line
+        problems = "; ".join(
+            f"{'.'.join(str(part) for part in problem['loc'])}: {problem['msg']} (got {problem.get('input')!r})"
+            for problem in error.errors()
+        )
+        raise UserError(f"invalid server setting: {problems} (flags, or CIFAR10_<NAME> variables)") from error
     workers = settings.resolved_workers()
     # cores // workers: N processes each running all-core inference would fight over the same cores.
     threads = settings.threads or default_threads(workers)

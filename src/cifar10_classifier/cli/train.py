@@ -72,8 +72,15 @@ def run(args: argparse.Namespace) -> int:
     def plan() -> TrainingPlan:
         """What this command trains; with --resume, the run folder's own recipe, seed and data."""
         if args.resume:
-            return plan_resume(RunFolder(out_dir), recipe_name=args.recipe, overrides=overrides, data=args.data)
-        return TrainingPlan(resolve_recipe(args.recipe or "fast", overrides), args.data)
+            return plan_resume(
+                RunFolder(out_dir),
+                recipe_name=args.recipe,
+                overrides=overrides,
+                data=args.data,
+                skip_bad_images=args.skip_bad_images,
+            )
+        recipe = resolve_recipe(args.recipe or "fast", overrides)
+        return TrainingPlan(recipe, args.data, skip_bad_images=args.skip_bad_images)
 
     # A RecipeError or ResumeError (both UserErrors) names what is wrong before any process starts. One of
     # torchrun's ranks resuming asks rank 0 instead (below): only rank 0's machine needs the run folder.
@@ -109,7 +116,7 @@ def run(args: argparse.Namespace) -> int:
             force=args.force,
             download=args.download,
             cache_dir=args.cache_dir,
-            skip_bad_images=args.skip_bad_images,
+            skip_bad_images=resolved.skip_bad_images,
             show_progress=not args.quiet,
             tensorboard=args.tensorboard,
             trained_data=resolved.trained_data,

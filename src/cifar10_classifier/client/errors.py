@@ -9,6 +9,7 @@ CONNECTION_FAILED = "connection_failed"
 TIMEOUT = "timeout"
 INVALID_RESPONSE = "invalid_response"
 UNREADABLE_FILE = "unreadable_file"
+INVALID_URL = "invalid_url"
 # An error answer without the API's JSON shape (a proxy's HTML page, say).
 HTTP_ERROR = "http_error"
 

@@ -15,6 +15,7 @@ from cifar10_classifier.client.errors import (
     CONNECTION_FAILED,
     HTTP_ERROR,
     INVALID_RESPONSE,
+    INVALID_URL,
     TIMEOUT,
     UNREADABLE_FILE,
     ClientError,
@@ -79,12 +80,17 @@ class Client:
         self.files_per_request = files_per_request
         self.bytes_per_request = bytes_per_request
         self._sleep = sleep
-        self._http = httpx.Client(
-            base_url=self.url,
-            timeout=httpx.Timeout(timeout_s, connect=connect_timeout_s),
-            headers=dict(headers or {}),
-            transport=transport,
-        )
+        try:
+            self._http = httpx.Client(
+                base_url=self.url,
+                timeout=httpx.Timeout(timeout_s, connect=connect_timeout_s),
+                headers=dict(headers or {}),
+                transport=transport,
+            )
+        except httpx.InvalidURL as error:
+            raise ClientError(
+                f"{url!r} is not a server address ({error}); give one like http://host:8000", code=INVALID_URL
+            ) from error
 
     def __enter__(self) -> Client:
         return self

@@ -77,7 +77,7 @@ def load_dataset(
     cached = read_cached(cache_dir, cache_key)
     if cached is not None:
         train, test, meta = cached
-        return Dataset(train, test, str(source), checksum, list(meta.get("skipped_images", [])))
+        return Dataset(train, test, str(source), checksum, list(meta.get("skipped_images", [])), skip_bad_images)
     started = time.perf_counter()
     splits, skipped, kind = _decode_source(path, skip_bad_images)
     meta = {
@@ -93,4 +93,4 @@ def load_dataset(
     cached = read_cached(cache_dir, cache_key)
     assert cached is not None
     train, test, _ = cached
-    return Dataset(train, test, str(source), checksum, skipped)
+    return Dataset(train, test, str(source), checksum, skipped, skip_bad_images)

@@ -29,3 +29,4 @@ class Dataset:
     source: str  # what the user passed
     checksum: str  # sha256 of the source: the cache key, recorded in model cards
     skipped_images: list[str] = field(default_factory=list)  # with --skip-bad-images
+    skip_bad_images: bool = False  # decoded skipping the images that do not decode: other arrays, same checksum

@@ -26,6 +26,8 @@ class LingeringClose:
         self.app = app
         self.max_bytes = settings.linger_max_bytes
         self.timeout_s = settings.linger_timeout_s
+        self.max_connections = settings.linger_max_connections
+        self.lingering_now = 0  # one event loop per worker: a plain counter is safe
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] != "http":
@@ -70,8 +72,13 @@ class LingeringClose:
         # After the app returns: the drain counts against no request timeout and no admission slot.
         remaining = None if declared is None else declared - received
         # A declared body too long for the bound is not read at all: its client gets a reset either way.
-        if not body_complete and (remaining is None or remaining <= self.max_bytes):
-            await self._discard_body(receive)
+        fits = remaining is None or remaining <= self.max_bytes
+        if not body_complete and fits and self.lingering_now < self.max_connections:
+            self.lingering_now += 1
+            try:
+                await self._discard_body(receive)
+            finally:
+                self.lingering_now -= 1
         await send({"type": "http.response.body", "body": b"", "more_body": False})
 
     async def _discard_body(self, receive: Receive) -> None:

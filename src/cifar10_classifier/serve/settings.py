@@ -52,6 +52,9 @@ class Settings(BaseSettings):
     # answer. Measured on loopback, 2 cores: urllib's 50 MB upload gets its 413 in ~40 ms. 0 bytes: no linger.
     linger_max_bytes: int = Field(64 * 1024 * 1024, ge=0)
     linger_timeout_s: float = Field(5.0, ge=0.0)
+    # At most this many connections linger at once (per worker): under a flood of rejected uploads the rest are
+    # closed at once, so draining never takes more than this many sockets' worth of reading.
+    linger_max_connections: int = Field(32, ge=0)
     default_top_k: int = Field(3, ge=1, le=10)
 
     # Preload: a worker loads and warms the model before it accepts connections, so with several workers on one

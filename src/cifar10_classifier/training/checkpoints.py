@@ -71,7 +71,10 @@ def save_checkpoint(path: Path, model, optimizer, state: TrainState, generator: 
 def _read_checkpoint(path: Path) -> dict:
     try:
         # weights_only: a checkpoint is data, never code, even if someone else wrote it.
-        return torch.load(path, map_location="cpu", weights_only=True)
+        payload = torch.load(path, map_location="cpu", weights_only=True)
+        if not isinstance(payload, dict) or "model" not in payload:
+            raise ValueError("not a training checkpoint")
+        return payload
     except Exception as error:
         # Only here is the checkpoint itself unusable, so only here does the advice start the run over.
         first_line = str(error).strip().splitlines()[0] if str(error).strip() else type(error).__name__
@@ -115,8 +118,9 @@ def load_checkpoint(
     if mismatch:
         # The checkpoint is fine; the model built for it is not the one that wrote it.
         raise RunFolderError(
-            f"{path}: the checkpoint does not fit {model_name} as this recipe builds it ({mismatch}); resume with "
-            "the recipe and model_config the run trained with (`cifar10 train --out RUN --resume` reads them)"
+            f"{path}: the checkpoint does not fit {model_name} as the run's recipe builds it ({mismatch}); the "
+            "run's config.json no longer describes this checkpoint (edited, or another version of the model code): "
+            "restore it, or for a run without one repeat its --recipe and --set flags"
         )
     try:
         model.load_state_dict(payload["model"])
@@ -130,6 +134,7 @@ def load_checkpoint(
         first_line = str(error).strip().splitlines()[0] if str(error).strip() else type(error).__name__
         raise RunFolderError(
             f"{path}: the training state in the checkpoint does not fit this recipe's optimizer or schedule "
-            f"({first_line}); resume with the recipe the run trained with (`cifar10 train --out RUN --resume` reads it)"
+            f"({first_line}); the run's config.json no longer describes this checkpoint: restore it, or for a run "
+            "without one repeat its --recipe and --set flags"
         ) from error
     return state

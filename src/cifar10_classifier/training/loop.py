@@ -370,6 +370,7 @@ def set_up_run(
             "source": dataset.source,
             "path": str(Path(dataset.source).expanduser().resolve()),  # what --resume loads from any folder
             "sha256": dataset.checksum,
+            "skip_bad_images": dataset.skip_bad_images,
             "train": len(train_indices),
             "val": len(val_indices),
         }
