@@ -11,8 +11,11 @@ upscaled to 640x480 JPEG photos, are classified with draft-mode decoding and wit
 
 The peer, in the same invocation on the same cores with the same model and wrk scenarios, is a bare FastAPI +
 ONNX Runtime endpoint (bench/peer_serve.py: one session.run per request, no batching, limits or metrics, the same
-number of uvicorn workers). Each server runs alone while it is measured. Every scenario records
-`rps_ratio_vs_peer` and both p99s; absolute figures are context for the machine named beside them.
+number of uvicorn workers). Each server runs alone while it is measured, in interleaved rounds (ours, the peer,
+ours, ...; --rounds, default 3, each --duration / --rounds seconds a scenario): a shared CPU's speed moves by tens
+of percent within minutes, and one slow spell on one side would move a single ours-then-peer comparison. Every
+scenario records the rounds' median req/s and p99 (each round's too), `rps_ratio_vs_peer` and both p99s; absolute
+figures are context for the machine named beside them.
 
 Writes bench/results/serve_load.json and bench/results/serve_load.md.
     python bench/serve_load.py [--model PATH] [--duration 30] [--workers 2] [--no-peer]
@@ -242,7 +245,7 @@ def markdown(report: dict) -> str:
         "# Serving load test",
         "",
         f"{machine['cpu']} ({machine['cores']} cores), {machine['server']}; client: {machine['client']}.",
-        f"Model: {machine['model']}.",
+        f"Model: {machine['model']}. {report.get('rounds', 1)} interleaved rounds (ours, the peer, ...): medians.",
         "",
         "| scenario | concurrency | duration s | requests | req/s | p50 ms | p99 ms | errors | RSS MB start "
         "| RSS MB end |",
@@ -260,14 +263,22 @@ def markdown(report: dict) -> str:
             f"Peer: {report['peer']['server']}, measured in this run on the same cores and model.",
             "",
             "| scenario | req/s vs peer | ours req/s | peer req/s | ours p99 ms | peer p99 ms | p99 vs peer | "
-            "target met |",
-            "|---|---:|---:|---:|---:|---:|---:|---|",
+            "target met | ours req/s by round | peer req/s by round |",
+            "|---|---:|---:|---:|---:|---:|---:|---|---|---|",
         ]
+        rounds = {
+            side: {row["name"]: row.get("rounds", []) for row in rows}
+            for side, rows in (("ours", report["scenarios"]), ("peer", report["peer"]["scenarios"]))
+        }
         for name, row in report["vs_peer"].items():
+            ours_rounds, peer_rounds = (
+                ", ".join(f"{entry['requests_per_second']:.0f}" for entry in rounds[side][name])
+                for side in ("ours", "peer")
+            )
             lines.append(
                 f"| {name} | {row['rps_ratio_vs_peer']:.2f}x | {row['requests_per_second']} | "
                 f"{row['peer_requests_per_second']} | {row['p99_ms']} | {row['peer_p99_ms']} | "
-                f"{row['p99_ratio_vs_peer']:.2f}x | {row['target_met']} |"
+                f"{row['p99_ratio_vs_peer']:.2f}x | {row['target_met']} | {ours_rounds} | {peer_rounds} |"
             )
         lines.append("")
         lines.append("Target: at least 2x the peer's req/s and at most half its p99, every feature on.")
@@ -317,6 +328,28 @@ def load_scenarios(server: subprocess.Popen, port: int, names: list[str], folder
     return rows
 
 
+def median_of_rounds(rounds: list[list[dict]]) -> list[dict]:
+    """Per scenario, the rounds' median req/s and p99 (each its own median) and their summed requests and errors;
+    each round's figures are kept under "rounds"."""
+    merged = []
+    for index, first in enumerate(rounds[0]):
+        rows = [round_rows[index] for round_rows in rounds]
+        merged.append(
+            {
+                **first,
+                "duration_s": round(sum(row["duration_s"] for row in rows), 2),
+                "requests": sum(row["requests"] for row in rows),
+                "requests_per_second": float(np.median([row["requests_per_second"] for row in rows])),
+                "p50_ms": float(np.median([row["p50_ms"] for row in rows])),
+                "p99_ms": float(np.median([row["p99_ms"] for row in rows])),
+                "errors": sum(row["errors"] for row in rows),
+                "rss_mb_end": rows[-1]["rss_mb_end"],
+                "rounds": [{key: row[key] for key in ("requests_per_second", "p99_ms", "errors")} for row in rows],
+            }
+        )
+    return merged
+
+
 def compare_with_peer(ours: list[dict], peer: list[dict]) -> dict:
     """Per scenario: our req/s over the peer's and both p99s; the target is >= 2x its req/s at <= half its p99."""
     theirs = {row["name"]: row for row in peer}
@@ -343,7 +376,8 @@ def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--model", type=Path, help="ONNX model (default: bundled; else a tiny test model)")
     parser.add_argument("--data", type=Path, default=DEFAULT_DATA, help="archive of test images for the uploads")
-    parser.add_argument("--duration", type=float, default=30.0, help="seconds per scenario")
+    parser.add_argument("--duration", type=float, default=30.0, help="seconds per scenario, over all rounds")
+    parser.add_argument("--rounds", type=int, default=3, help="interleaved rounds of ours and the peer's")
     parser.add_argument("--warmup", type=float, default=3.0, help="seconds of unmeasured load first")
     parser.add_argument("--concurrency", type=int, default=32)
     parser.add_argument("--workers", type=int, default=2, help="server workers")
@@ -382,12 +416,19 @@ def main(argv: list[str] | None = None) -> int:
         for name in scenarios:
             (folder / f"{name}.body").write_bytes(uploads[name])
         port = free_port()
-        server = start_server(model, port, args.workers, args.server_arg)
-        report["scenarios"] = load_scenarios(server, port, scenarios, folder, args)
+        round_args = argparse.Namespace(**{**vars(args), "duration": args.duration / args.rounds})
+        ours_rounds, peer_rounds = [], []
+        for _ in range(args.rounds):
+            server = start_server(model, port, args.workers, args.server_arg)
+            ours_rounds.append(load_scenarios(server, port, scenarios, folder, round_args))
+            if args.peer:
+                peer = start_peer(model, port, args.workers)
+                peer_rounds.append(load_scenarios(peer, port, scenarios, folder, round_args))
+        report["rounds"] = args.rounds
+        report["scenarios"] = median_of_rounds(ours_rounds)
         if args.peer:
             report["peer"] = {"server": f"bench/peer_serve.py, {args.workers} uvicorn workers, same model"}
-            peer = start_peer(model, port, args.workers)
-            report["peer"]["scenarios"] = load_scenarios(peer, port, scenarios, folder, args)
+            report["peer"]["scenarios"] = median_of_rounds(peer_rounds)
             report["vs_peer"] = compare_with_peer(report["scenarios"], report["peer"]["scenarios"])
     args.out_dir.mkdir(parents=True, exist_ok=True)
     atomic_write_text(args.out_dir / "serve_load.json", json.dumps(report, indent=2) + "\n")
