@@ -31,7 +31,7 @@ from common import DEFAULT_DATA, bench_machine, write_results
 from PIL import Image
 
 from cifar10_classifier import calibration as cal
-from cifar10_classifier.data import load_dataset, stratified_split
+from cifar10_classifier.data import load_dataset
 from cifar10_classifier.inference import OOD_OUTPUT, Predictor, bundled_model_path
 from cifar10_classifier.jobs import STATISTICS_FIT_IMAGES
 
@@ -217,16 +217,15 @@ def main() -> int:
         # A model with the detector has T in its graph; for an older one, fit T here on the same held-out images.
         temperature = 1.0 if predictor.has_ood else cal.fit_temperature(held[logits_name], train_labels[held_out])
         if "mahalanobis" in candidate_names:
-            rest = np.setdiff1d(np.arange(len(train_labels)), held_out)
             # The export's draw (jobs._fit_images): its seed is the run's, the one the held-out split used.
-            _, drawn = stratified_split(train_labels[rest], min(0.99, args.means_images / len(rest)), split["seed"])
-            means_outputs = outputs(np.asarray(dataset.train.images_uint8)[rest[drawn]])
+            drawn = cal.draw_outside(train_labels, held_out, args.means_images, split["seed"])
+            means_outputs = outputs(np.asarray(dataset.train.images_uint8)[drawn])
             means_features = means_outputs[features_name]
-            mahalanobis = cal.fit_mahalanobis(means_features, train_labels[rest[drawn]])
-            normalized = cal.fit_mahalanobis(l2_normalized(means_features), train_labels[rest[drawn]])
+            mahalanobis = cal.fit_mahalanobis(means_features, train_labels[drawn])
+            normalized = cal.fit_mahalanobis(l2_normalized(means_features), train_labels[drawn])
             # One Gaussian over the layer statistics, on the same draw as the export's (the same seed and size).
             if STATISTICS in means_outputs:
-                statistics = cal.fit_mahalanobis(means_outputs[STATISTICS], np.zeros(len(drawn), np.int64))
+                statistics = cal.fit_gaussian(means_outputs[STATISTICS])
             else:
                 candidate_names = tuple(name for name in candidate_names if name != "layer_statistics")
 
@@ -243,11 +242,7 @@ def main() -> int:
                 ),
                 "feature_norm": cal.feature_norm_score(features),
                 **(
-                    {
-                        "layer_statistics": np.sqrt(
-                            cal.mahalanobis_score(out[STATISTICS], statistics["whiten"], statistics["means"])
-                        )
-                    }
+                    {"layer_statistics": cal.gaussian_distance_score(out[STATISTICS], statistics)}
                     if "layer_statistics" in candidate_names
                     else {}
                 ),

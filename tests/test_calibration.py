@@ -75,3 +75,21 @@ def test_held_out_images_are_the_validation_split_or_an_honest_fallback():
     drawn, description = cal.held_out_for_calibration(labels, 0.0, 3, fallback_count=200)
     assert len(drawn) == 200 and np.bincount(labels[drawn]).tolist() == [20] * 10
     assert "trained on" in description and "held none out" in description
+
+
+def test_draw_outside_is_seeded_balanced_and_never_touches_the_held_out_images():
+    labels = np.repeat(np.arange(10), 100)
+    held_out = np.arange(0, 1000, 10)
+    drawn = cal.draw_outside(labels, held_out, 200, seed=3)
+    assert not set(drawn) & set(held_out) and len(drawn) == 200
+    assert np.bincount(labels[drawn], minlength=10).tolist() == [20] * 10
+    np.testing.assert_array_equal(drawn, cal.draw_outside(labels, held_out, 200, seed=3))
+
+
+def test_gaussian_distance_is_zero_at_the_mean_and_grows_away_from_it():
+    rng = np.random.default_rng(0)
+    features = rng.normal(size=(500, 4)) * [1.0, 2.0, 3.0, 4.0]
+    gaussian = cal.fit_gaussian(features)
+    mean = features.mean(0)
+    near, far = cal.gaussian_distance_score(np.stack([mean, mean + np.array([0.0, 0.0, 0.0, 40.0])]), gaussian)
+    assert near < 1e-3 and 9 < far < 11  # 40 along an axis whose std is ~4: ~10 standard deviations

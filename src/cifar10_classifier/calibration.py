@@ -3,9 +3,10 @@
 - Temperature scaling: one T > 0 that minimises the NLL of softmax(logits / T) on held-out images.
 - Expected calibration error: 15 equal-width confidence bins, |accuracy - confidence| weighted by bin share.
 - Off-distribution scores, higher = more off-distribution: max softmax probability (as 1 - MSP), energy
-  (-logsumexp of the calibrated logits), minus the norm of the penultimate features, and the Mahalanobis distance
-  of those features to the nearest class mean under one shared covariance. The threshold keeps a chosen share
-  (95%) of held-out images.
+  (-logsumexp of the calibrated logits), minus the norm of the penultimate features, the Mahalanobis distance
+  of those features to the nearest class mean under one shared covariance, and the distance of any vector (the
+  layer statistics) to one Gaussian fitted on training images. The threshold keeps a chosen share (95%) of
+  held-out images.
 """
 
 from __future__ import annotations
@@ -116,6 +117,18 @@ def mahalanobis_score(features: np.ndarray, whiten: np.ndarray, whitened_means: 
     return distances.min(axis=1)
 
 
+def fit_gaussian(features: np.ndarray) -> dict:
+    """One Gaussian over all of `features` (no classes): fit_mahalanobis's matrices with a single mean."""
+    return fit_mahalanobis(features, np.zeros(len(features), np.int64))
+
+
+def gaussian_distance_score(features: np.ndarray, gaussian: dict) -> np.ndarray:
+    """The Mahalanobis distance (not squared) of each row to fit_gaussian's Gaussian, as the exported graph computes
+    it (whiten, subtract the whitened mean, norm): never the root of a rounding-negative expanded square."""
+    centred = np.asarray(features, np.float64) @ gaussian["whiten"] - gaussian["means"][0]
+    return np.sqrt((centred * centred).sum(axis=1))
+
+
 def threshold_at_keep_rate(in_distribution_scores: np.ndarray, keep_rate: float = KEEP_RATE) -> float:
     """The score at or below which `keep_rate` of these (held-out, in-distribution) images fall: a score above it
     is flagged off-distribution."""
@@ -151,3 +164,14 @@ def held_out_for_calibration(
     fraction = min(0.5, fallback_count / len(labels))
     _, drawn = stratified_split(labels, fraction, seed + 1)
     return drawn, f"{len(drawn)} training images the model trained on (the run held none out)"
+
+
+def draw_outside(train_labels: np.ndarray, held_out: np.ndarray, count: int, seed: int) -> np.ndarray:
+    """Indices of a seeded, class-balanced draw of about `count` training images outside `held_out`: what a
+    detector is fitted on, so the threshold set on the held-out images is set on images it has not seen."""
+    from cifar10_classifier.data import stratified_split
+
+    labels = np.asarray(train_labels)
+    rest = np.setdiff1d(np.arange(len(labels)), held_out)
+    _, drawn = stratified_split(labels[rest], min(0.99, count / max(1, len(rest))), seed)
+    return rest[drawn]

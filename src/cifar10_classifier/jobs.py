@@ -286,8 +286,7 @@ def _fit_images(run: RunFolder, dataset):
     it held none out) for T and the threshold; and the test split, to report on."""
     import numpy as np
 
-    from cifar10_classifier.calibration import held_out_for_calibration
-    from cifar10_classifier.data import stratified_split
+    from cifar10_classifier.calibration import draw_outside, held_out_for_calibration
     from cifar10_classifier.export.served_outputs import FitImages
     from cifar10_classifier.preprocess import normalize
 
@@ -297,8 +296,7 @@ def _fit_images(run: RunFolder, dataset):
     images = np.asarray(dataset.train.images_uint8)
     # The detector's Gaussian comes from other training images than the threshold's, so the threshold keeps 95% of
     # images the Gaussian has not seen (as the test split will).
-    rest = np.setdiff1d(np.arange(len(train_labels)), held_out)
-    _, drawn = stratified_split(train_labels[rest], min(0.99, STATISTICS_FIT_IMAGES / max(1, len(rest))), split["seed"])
+    drawn = draw_outside(train_labels, held_out, STATISTICS_FIT_IMAGES, split["seed"])
     return FitImages(
         held_out=normalize(images[held_out]),
         held_out_labels=train_labels[held_out],
@@ -307,7 +305,7 @@ def _fit_images(run: RunFolder, dataset):
         test=normalize(np.asarray(dataset.test.images_uint8)),
         test_labels=np.asarray(dataset.test.labels),
         # Too few to fit a Gaussian on (tiny test data): the detector falls back to the feature norm.
-        statistics_fit=normalize(images[rest[drawn]]) if len(drawn) >= 20 else None,
+        statistics_fit=normalize(images[drawn]) if len(drawn) >= 20 else None,
         statistics_fit_description=f"{len(drawn)} training images outside the held-out ones (seeded, class-balanced)",
     )
 

@@ -85,12 +85,10 @@ def fit_served_outputs(stage_path: Path, images: FitImages) -> dict:
         detector = "layer_statistics"
         description = "Mahalanobis distance of the first two blocks' channel means to those of training images"
         fit_statistics = run_outputs(stage_path, images.statistics_fit)[STATISTICS_OUTPUT]
-        gaussian = cal.fit_mahalanobis(fit_statistics, np.zeros(len(fit_statistics), np.int64))
+        gaussian = cal.fit_gaussian(fit_statistics)
         result["statistics_gaussian"] = gaussian
-        held_scores, test_scores = (
-            np.sqrt(cal.mahalanobis_score(held[STATISTICS_OUTPUT], gaussian["whiten"], gaussian["means"])),
-            np.sqrt(cal.mahalanobis_score(test[STATISTICS_OUTPUT], gaussian["whiten"], gaussian["means"])),
-        )
+        held_scores = cal.gaussian_distance_score(held[STATISTICS_OUTPUT], gaussian)
+        test_scores = cal.gaussian_distance_score(test[STATISTICS_OUTPUT], gaussian)
         extra = {"gaussian_fit_on": images.statistics_fit_description, "dimensions": int(fit_statistics.shape[1])}
     elif FEATURES_OUTPUT in held:
         detector, description = "feature_norm", "minus the L2 norm of the penultimate (max-pooled) features"
@@ -120,7 +118,7 @@ def fit_served_outputs(stage_path: Path, images: FitImages) -> dict:
 
 def bake_outputs(path: Path, fitted: dict) -> None:
     """Rewrite the graph in place (through a temporary file): "logits" divided by T, and "ood_score" added in
-    place of "features" (or from the logits without them)."""
+    place of "statistics" and "features" (or from the logits without them)."""
     import onnx
     from onnx import TensorProto, helper, numpy_helper
 
