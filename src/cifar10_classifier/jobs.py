@@ -59,7 +59,6 @@ def run_training_job(job: TrainJob, dist: DistributedContext | None = None) -> d
 
 
 def _train_and_evaluate(job: TrainJob, dist: DistributedContext, run: RunFolder, board: TensorBoardLog) -> dict:
-    import numpy as np
 
     from cifar10_classifier.data import DataError, load_dataset
     from cifar10_classifier.evaluation.metrics import evaluate_model
@@ -92,10 +91,6 @@ def _train_and_evaluate(job: TrainJob, dist: DistributedContext, run: RunFolder,
         return result
     save_weights(model, run, card)
     if job.evaluate:
-        from cifar10_classifier.calibration import held_out_for_calibration
-
-        train_labels = np.asarray(dataset.train.labels)
-        held_out, fit_on = held_out_for_calibration(train_labels, job.recipe.val_fraction, job.recipe.seed)
         metrics = evaluate_model(
             model,
             dataset.test.images_uint8,
@@ -106,7 +101,7 @@ def _train_and_evaluate(job: TrainJob, dist: DistributedContext, run: RunFolder,
             card,
             bf16=loop.precision_for(job.recipe, loop.choose_device()).bf16,
             batch_size=job.recipe.eval_batch_size,
-            held_out=(np.asarray(dataset.train.images_uint8)[held_out], train_labels[held_out], fit_on),
+            held_out=_held_out_images(dataset, job.recipe.val_fraction, job.recipe.seed),
         )
         card["accuracy"] = {
             "test": metrics["test_accuracy"],
@@ -144,7 +139,6 @@ class EvaluateJob:
 
 
 def run_evaluation_job(job: EvaluateJob) -> dict:
-    import numpy as np
 
     from cifar10_classifier.data import load_dataset
     from cifar10_classifier.evaluation.metrics import evaluate_model
@@ -160,12 +154,6 @@ def run_evaluation_job(job: EvaluateJob) -> dict:
     batch_size = run.recipe_value("eval_batch_size", DEFAULT_EVAL_BATCH_SIZE)
     tta_level = card.get("tta_level", 0) if job.tta_level is None else job.tta_level
     out = RunFolder(job.out_dir) if job.out_dir else run
-    from cifar10_classifier.calibration import held_out_for_calibration
-
-    train_labels = np.asarray(dataset.train.labels)
-    held_out, fit_on = held_out_for_calibration(
-        train_labels, run.recipe_value("val_fraction", 0.0), run.recipe_value("seed", 0)
-    )
     metrics = evaluate_model(
         model,
         dataset.test.images_uint8,
@@ -175,7 +163,7 @@ def run_evaluation_job(job: EvaluateJob) -> dict:
         run.read_history(),
         card,
         batch_size=batch_size,
-        held_out=(np.asarray(dataset.train.images_uint8)[held_out], train_labels[held_out], fit_on),
+        held_out=_held_out_images(dataset, run.recipe_value("val_fraction", 0.0), run.recipe_value("seed", 0)),
     )
     metrics["report"] = str(out.report)
     return metrics
@@ -279,6 +267,17 @@ def export_run(
         "calibration": int8_card.get("calibration"),
         "ood": int8_card.get("ood"),
     }
+
+
+def _held_out_images(dataset, val_fraction: float, seed: int):
+    """-> (uint8 images, labels, what they are): the training images the temperature is fitted on."""
+    import numpy as np
+
+    from cifar10_classifier.calibration import held_out_for_calibration
+
+    train_labels = np.asarray(dataset.train.labels)
+    held_out, fit_on = held_out_for_calibration(train_labels, val_fraction, seed)
+    return np.asarray(dataset.train.images_uint8)[held_out], train_labels[held_out], fit_on
 
 
 def _fit_images(run: RunFolder, dataset):

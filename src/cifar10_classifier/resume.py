@@ -12,7 +12,7 @@ from typing import Any
 
 from cifar10_classifier.errors import UserError
 from cifar10_classifier.runs import RunFolder, RunFolderError
-from cifar10_classifier.training.recipes import Recipe, RecipeError, apply_overrides
+from cifar10_classifier.training.recipes import Recipe, RecipeError, apply_overrides, resolve_recipe
 
 # Safe to change on resume, with why: more epochs extend the run (a linear schedule is re-stretched over the new
 # total from the next step on); threads only change speed.
@@ -29,7 +29,6 @@ class TrainedData:
 
     source: str
     sha256: str
-    skip_bad_images: bool = False
     given: bool = False  # --data was given on resume (else the run's own source is loaded)
 
     def unloadable(self, error: Exception) -> ResumeError:
@@ -70,6 +69,13 @@ def _flat(recipe: Recipe) -> dict[str, Any]:
     return values | {f"model_config.{key}": value for key, value in model_config.items()}
 
 
+def plan_new_run(
+    recipe_name: str | None, overrides: dict[str, Any], data: str | None, skip_bad_images: bool = False
+) -> TrainingPlan:
+    """A run from the flags alone: the named recipe (default fast) with its overrides."""
+    return TrainingPlan(resolve_recipe(recipe_name or "fast", overrides), data, skip_bad_images=skip_bad_images)
+
+
 def plan_resume(
     run: RunFolder,
     *,
@@ -86,9 +92,7 @@ def plan_resume(
         raise run.nothing_to_resume()
     config = run.read_config()
     if config is None:
-        from cifar10_classifier.training.recipes import resolve_recipe
-
-        return TrainingPlan(resolve_recipe(recipe_name or "fast", overrides), data, skip_bad_images=skip_bad_images)
+        return plan_new_run(recipe_name, overrides, data, skip_bad_images)
     try:
         trained = Recipe.from_dict(config["recipe"])
     except (KeyError, TypeError, RecipeError) as error:
@@ -124,7 +128,7 @@ def plan_resume(
         raise ResumeError(f"--resume: --skip-bad-images was off in {run.path}, given now; drop it to continue the run")
     trained_data = None
     if own_source and "sha256" in run_data:
-        trained_data = TrainedData(str(own_source), str(run_data["sha256"]), run_skips, given=data is not None)
+        trained_data = TrainedData(str(own_source), str(run_data["sha256"]), given=data is not None)
     if data is None and trained_data is not None:
         data = trained_data.source  # TrainedData.unloadable() explains it if it is gone
     return TrainingPlan(given, data, trained_data, changed, skip_bad_images=run_skips or skip_bad_images)

@@ -10,9 +10,9 @@ from pathlib import Path
 
 from cifar10_classifier.cli.arguments import add_data_arguments
 from cifar10_classifier.errors import UserError
-from cifar10_classifier.resume import TrainingPlan, plan_resume
+from cifar10_classifier.resume import TrainingPlan, plan_new_run, plan_resume
 from cifar10_classifier.runs import RunFolder
-from cifar10_classifier.training.recipes import load_config_file, recipe_names, resolve_recipe
+from cifar10_classifier.training.recipes import load_config_file, recipe_names
 
 
 def register(commands) -> None:
@@ -79,8 +79,7 @@ def run(args: argparse.Namespace) -> int:
                 data=args.data,
                 skip_bad_images=args.skip_bad_images,
             )
-        recipe = resolve_recipe(args.recipe or "fast", overrides)
-        return TrainingPlan(recipe, args.data, skip_bad_images=args.skip_bad_images)
+        return plan_new_run(args.recipe, overrides, args.data, args.skip_bad_images)
 
     # A RecipeError or ResumeError (both UserErrors) names what is wrong before any process starts. One of
     # torchrun's ranks resuming asks rank 0 instead (below): only rank 0's machine needs the run folder.

@@ -68,6 +68,18 @@ def save_checkpoint(path: Path, model, optimizer, state: TrainState, generator: 
         torch.save(payload, temp_path)
 
 
+# A checkpoint that reads but does not fit: the run folder's recipe is what no longer matches, never the checkpoint.
+_CONFIG_NO_LONGER_MATCHES = (
+    "the run's config.json no longer describes this checkpoint (edited, or another version of the model code): "
+    "restore it, or for a run without one repeat its --recipe and --set flags"
+)
+
+
+def _first_line(error: Exception) -> str:
+    text = str(error).strip()
+    return text.splitlines()[0] if text else type(error).__name__
+
+
 def _read_checkpoint(path: Path) -> dict:
     try:
         # weights_only: a checkpoint is data, never code, even if someone else wrote it.
@@ -77,9 +89,8 @@ def _read_checkpoint(path: Path) -> dict:
         return payload
     except Exception as error:
         # Only here is the checkpoint itself unusable, so only here does the advice start the run over.
-        first_line = str(error).strip().splitlines()[0] if str(error).strip() else type(error).__name__
         raise RunFolderError(
-            f"{path}: the checkpoint cannot be read ({first_line}); start the run again with --force, "
+            f"{path}: the checkpoint cannot be read ({_first_line(error)}); start the run again with --force, "
             "or train into another --out"
         ) from error
 
@@ -118,9 +129,8 @@ def load_checkpoint(
     if mismatch:
         # The checkpoint is fine; the model built for it is not the one that wrote it.
         raise RunFolderError(
-            f"{path}: the checkpoint does not fit {model_name} as the run's recipe builds it ({mismatch}); the "
-            "run's config.json no longer describes this checkpoint (edited, or another version of the model code): "
-            "restore it, or for a run without one repeat its --recipe and --set flags"
+            f"{path}: the checkpoint does not fit {model_name} as the run's recipe builds it ({mismatch}); "
+            f"{_CONFIG_NO_LONGER_MATCHES}"
         )
     try:
         model.load_state_dict(payload["model"])
@@ -131,10 +141,8 @@ def load_checkpoint(
         for key in _TENSOR_STATE:
             setattr(state, key, payload.get(key))
     except Exception as error:
-        first_line = str(error).strip().splitlines()[0] if str(error).strip() else type(error).__name__
         raise RunFolderError(
             f"{path}: the training state in the checkpoint does not fit this recipe's optimizer or schedule "
-            f"({first_line}); the run's config.json no longer describes this checkpoint: restore it, or for a run "
-            "without one repeat its --recipe and --set flags"
+            f"({_first_line(error)}); {_CONFIG_NO_LONGER_MATCHES}"
         ) from error
     return state

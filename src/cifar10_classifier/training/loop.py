@@ -390,9 +390,8 @@ def set_up_run(
     flip_phase = torch.rand(len(train_labels), generator=torch.Generator().manual_seed(recipe.seed + 1)) < 0.5
     if plan.lookahead_period and state.lookahead_average is None:
         state.lookahead_average = lookahead_step(model, None, 0.0)
-    board = board or TensorBoardLog.off()
-    if dist.is_main:
-        board.start(state.epoch, plan.steps_per_epoch)
+    board = board or TensorBoardLog.off()  # TensorBoardLog.for_run already gives other ranks one that writes nothing
+    board.start(state.epoch, plan.steps_per_epoch)
     return TrainingRun(
         recipe=recipe,
         dataset=dataset,
