@@ -62,13 +62,6 @@ class TrainingPlan:
     skip_bad_images: bool = False  # on resume: the run's own choice
 
 
-def _flat(recipe: Recipe) -> dict[str, Any]:
-    """The recipe's fields, model_config's keys as `model_config.KEY`, as --set names them."""
-    values = recipe.to_dict()
-    model_config = values.pop("model_config")
-    return values | {f"model_config.{key}": value for key, value in model_config.items()}
-
-
 def plan_new_run(
     recipe_name: str | None, overrides: dict[str, Any], data: str | None, skip_bad_images: bool = False
 ) -> TrainingPlan:
@@ -105,7 +98,7 @@ def plan_resume(
             f"drop --recipe to continue it, or train {recipe_name} into another --out"
         )
     given = apply_overrides(trained, overrides)
-    before, after = _flat(trained), _flat(given)
+    before, after = trained.flat_fields(), given.flat_fields()
     changed = {key: (before.get(key), after[key]) for key in after if after[key] != before.get(key)}
     refused = {key: values for key, values in changed.items() if key not in RESUMABLE_FIELDS}
     if refused:

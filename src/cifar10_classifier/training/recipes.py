@@ -108,6 +108,12 @@ class Recipe:
     def to_dict(self) -> dict:
         return asdict(self)
 
+    def flat_fields(self) -> dict:
+        """The fields with model_config's entries as `model_config.KEY`, the names --set takes."""
+        values = self.to_dict()
+        model_config = values.pop("model_config")
+        return values | {f"model_config.{key}": value for key, value in model_config.items()}
+
     @classmethod
     def from_dict(cls, values: dict) -> Recipe:
         """A recipe as a run's config.json stores it (older runs' names included: bf16, crop_size/crop_epochs)."""

@@ -150,18 +150,11 @@ class TensorBoardLog:
 
 
 def recipe_hparams(recipe: Recipe) -> dict[str, int | float | str]:
-    """The recipe's fields as hyperparameter values: numbers and strings as they are, flags and lists as JSON
-    (the HParams tab would show a flag as 1.0); model_config's entries under model_config.KEY, the --set
-    spelling."""
-    flat: dict[str, Any] = {}
-    for key, value in recipe.to_dict().items():
-        if isinstance(value, dict):
-            flat.update({f"{key}.{sub_key}": sub_value for sub_key, sub_value in value.items()})
-        else:
-            flat[key] = value
+    """The recipe's fields as hyperparameter values, under the names --set takes: numbers and strings as they are,
+    flags and lists as JSON (the HParams tab would show a flag as 1.0)."""
     return {
         key: value if isinstance(value, int | float | str) and not isinstance(value, bool) else json.dumps(value)
-        for key, value in flat.items()
+        for key, value in recipe.flat_fields().items()
         if value is not None
     }
 
