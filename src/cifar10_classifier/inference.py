@@ -169,8 +169,9 @@ class Predictor:
         return self.ood_threshold is not None
 
     def logits(self, inputs_float32: np.ndarray) -> np.ndarray:
-        """float32 (N, 3, 32, 32) normalized -> logits (N, 10)."""
-        return self.logits_and_ood(inputs_float32)[0]
+        """float32 (N, 3, 32, 32) normalized -> logits (N, 10); the ood_score output is not computed."""
+        inputs = np.ascontiguousarray(inputs_float32, np.float32)
+        return np.asarray(self.session.run([self.output_names[0]], {self.input_name: inputs})[0])
 
     def logits_and_ood(self, inputs_float32: np.ndarray) -> tuple[np.ndarray, np.ndarray | None]:
         """-> (logits (N, 10), ood scores (N,) or None without a detector): one ONNX Runtime call."""

@@ -93,9 +93,7 @@ class ModelRunner:
             return results  # type: ignore[return-value]
         started = time.perf_counter()
         inputs = np.concatenate(parts) if len(parts) > 1 else parts[0]
-        # A predictor with an off-distribution detector gives both in one call; test doubles give probabilities.
-        with_ood = getattr(self.predictor, "probabilities_and_ood", None)
-        probabilities, ood = with_ood(inputs) if with_ood else (self.predictor.probabilities(inputs), None)
+        probabilities, ood = probabilities_and_ood(self.predictor, inputs)
         inference_s = time.perf_counter() - started
         rows = len(probabilities)
 
@@ -113,6 +111,12 @@ class ModelRunner:
         return results  # type: ignore[return-value]
 
 
+def probabilities_and_ood(predictor: PredictorLike, inputs: np.ndarray) -> tuple[np.ndarray, np.ndarray | None]:
+    """What a request needs, in one model call: a Predictor gives the ood scores too; test doubles give none."""
+    with_ood = getattr(predictor, "probabilities_and_ood", None)
+    return with_ood(inputs) if with_ood else (predictor.probabilities(inputs), None)
+
+
 def load_predictor(settings: Settings) -> Predictor:
     """Load the configured model or raise ModelLoadError with a message a user can act on."""
     if settings.model is None and not bundled_model_path().is_file():
@@ -124,7 +128,7 @@ def warm_up(predictor: PredictorLike, settings: Settings) -> None:
     """Run the shapes the batcher will send, so the first real requests do not pay for allocations."""
     for _ in range(settings.warmup_runs):
         for size in sorted({1, settings.max_batch_size}):
-            predictor.probabilities(np.zeros((size, 3, IMAGE_SIZE, IMAGE_SIZE), np.float32))
+            probabilities_and_ood(predictor, np.zeros((size, 3, IMAGE_SIZE, IMAGE_SIZE), np.float32))
 
 
 class ModelState:
